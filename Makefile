@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine with Python 3.11+ and make: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+TVENV := .venv-test
+
+.PHONY: demo test sandbox bench lab clean
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e .
+	touch $@
+
+$(TVENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(TVENV)
+	$(TVENV)/bin/pip install -q --upgrade pip
+	$(TVENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.stamp
+	$(VENV)/bin/rollbook demo
+
+test: $(TVENV)/.stamp
+	$(TVENV)/bin/python -m pytest -n 2 -q
+
+sandbox: $(VENV)/.stamp
+	$(VENV)/bin/rollbook sandbox
+
+bench: $(TVENV)/.stamp
+	$(TVENV)/bin/python bench/read_model.py
+
+lab: $(VENV)/.stamp
+	$(VENV)/bin/pip install -q -e '.[lab]'
+
+clean:
+	rm -rf $(VENV) $(TVENV) .sandbox
