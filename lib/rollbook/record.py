@@ -1,0 +1,412 @@
+"""The incident record: record.json, summary.md, report.html, snapshot/, bundle.zip, manifest.json.
+
+Layout and keys are public (shared/docs/interfaces.md). This module knows nothing about papermill
+or the cluster: the runner hands it step results and a snapshot dict; it writes and seals the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import secrets as _random
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from rollbook.errors import ParameterError
+
+SCHEMA = 1
+STEP_RESULT_MIME = "application/vnd.rollbook.step-result.v1+json"
+RESULTS_FILE = "results.json"
+REDACTED = "[REDACTED]"
+
+Verdict = Literal["pass", "fail", "needs_human", "escalate", "skip", "error"]
+VERDICTS: tuple[str, ...] = get_args(Verdict)
+# What a notebook may report itself; "error" is the runner's alone (the step failed to execute).
+STEP_VERDICTS: tuple[str, ...] = tuple(v for v in VERDICTS if v != "error")
+
+# The findings every record carries (interfaces.md); a key no step established stays null.
+FINDINGS_KEYS: tuple[str, ...] = (
+    "phase", "status_message", "trigger", "failed_metrics", "analysis_run", "mc_reason",
+    "release_id", "evidence_release_id", "release_identity_ok", "stable_revision", "canary_revision",
+    "stable_image", "stable_is_previous_release", "retried", "escalate", "escalation_due_at",
+    "closeout_ok",
+)
+
+# Secrets shorter than this are not scrubbed: replacing a 2-letter string would mangle every file.
+MIN_SECRET_LEN = 6
+_INCIDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+_SEALED = ("bundle.zip", "manifest.json")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step's outcome as recorded: its verdict, reason, facts and findings."""
+
+    step: int
+    name: str
+    notebook: str
+    verdict: Verdict
+    reason: str
+    started_at: str | None = None
+    seconds: float = 0.0
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    findings: Mapping[str, Any] = field(default_factory=dict)
+    timed_out: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The step entry of record.json / results.json."""
+        return {
+            "step": self.step, "name": self.name, "notebook": self.notebook,
+            "verdict": self.verdict, "reason": self.reason, "started_at": self.started_at,
+            "seconds": round(self.seconds, 3), "facts": dict(self.facts),
+            "findings": dict(self.findings), "timed_out": self.timed_out,
+        }
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What record.json says about the run as a whole."""
+
+    incident: str
+    namespace: str
+    rollout: str
+    context: str | None
+    run_id: str
+    started_at: str
+    finished_at: str
+    tool_version: str
+    parameters: Mapping[str, Any]
+    exit_code: int
+    partial: bool
+    snapshot_error: str | None = None
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and a Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_incident(incident: str) -> str:
+    """Refuse an incident id that cannot be one folder name."""
+    if not _INCIDENT_RE.match(incident):
+        raise ParameterError(
+            f"Incident id {incident!r} cannot name a record folder.",
+            parameter="incident",
+            hint="Use letters, digits, '.', '_' or '-' (e.g. INC-1234), at most 100 characters.",
+        )
+    return incident
+
+
+def new_run_dir(out: Path, incident: str, *, now: datetime | None = None) -> Path:
+    """Create `<out>/<incident>/<UTC timestamp>-<short id>/`; never reuse an existing folder."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    parent = Path(out) / check_incident(incident)
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(16):  # bounded: a 6-hex-digit collision within one second is already rare
+        path = parent / f"{stamp}-{_random.token_hex(3)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"Could not create a fresh record folder under {parent}; remove stale ones.")
+
+
+def merge_findings(steps: Iterable[StepResult]) -> dict[str, Any]:
+    """Merge the steps' findings in step order; a later null never erases an established value."""
+    merged: dict[str, Any] = dict.fromkeys(FINDINGS_KEYS)
+    for step in steps:
+        for key, value in step.findings.items():
+            if value is not None or key not in merged:
+                merged[key] = value
+    return merged
+
+
+def results_document(steps: Sequence[StepResult]) -> dict[str, Any]:
+    """The content of results.json: step results so far and their merged findings."""
+    return {"schema": SCHEMA, "steps": [s.to_json() for s in steps], "findings": merge_findings(steps)}
+
+
+def write_results(run_dir: Path, steps: Sequence[StepResult]) -> Path:
+    """Write results.json atomically so a step reading it never sees half a file."""
+    path = Path(run_dir) / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(_dumps(results_document(steps)), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any]:
+    """Read results.json of a run folder (what a later step uses); empty if no step has finished."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.exists():
+        return results_document([])
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def write_snapshot(run_dir: Path, objects: Mapping[str, Any]) -> list[Path]:
+    """Write each captured object as snapshot/<name>.json."""
+    folder = Path(run_dir) / "snapshot"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for name, obj in objects.items():
+        path = folder / f"{_SAFE_NAME_RE.sub('_', name).strip('._') or 'object'}.json"
+        path.write_text(_dumps(obj), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def record_document(info: RunInfo, steps: Sequence[StepResult]) -> dict[str, Any]:
+    """The content of record.json (schema 1)."""
+    return {
+        "schema": SCHEMA,
+        "incident": info.incident, "namespace": info.namespace, "rollout": info.rollout,
+        "context": info.context, "run_id": info.run_id,
+        "started_at": info.started_at, "finished_at": info.finished_at,
+        "tool_version": info.tool_version, "exit_code": info.exit_code, "partial": info.partial,
+        "snapshot_error": info.snapshot_error,
+        "parameters": dict(info.parameters),
+        "steps": [s.to_json() for s in steps],
+        "findings": merge_findings(steps),
+    }
+
+
+# --------------------------------------------------------------------------- summary.md
+
+
+def _say(value: Any) -> str:
+    """A finding for humans: null reads as 'not established'."""
+    if value is None:
+        return "not established"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def _summary_cause(f: Mapping[str, Any]) -> list[str]:
+    """The 'Cause' section: what aborted the canary and why, in MC's and Argo's words."""
+    return [
+        "## Cause", "",
+        f"- Rollout phase: {_say(f['phase'])} — {_say(f['status_message'])}",
+        f"- Trigger: {_say(f['trigger'])}; failed metrics: {_say(f['failed_metrics'])}",
+        f"- Mission Control reason: {_say(f['mc_reason'])}", "",
+    ]
+
+
+def _summary_evidence(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[str]:
+    """The 'Evidence' section: the AnalysisRun, release identity, revisions and every step's reason."""
+    lines = [
+        "## Evidence", "",
+        f"- AnalysisRun: {_say(f['analysis_run'])}",
+        f"- Release id (canary): {_say(f['release_id'])}; release id in MC evidence: "
+        f"{_say(f['evidence_release_id'])}; identity matches: {_say(f['release_identity_ok'])}",
+        f"- Stable revision {_say(f['stable_revision'])} (image {_say(f['stable_image'])}), "
+        f"canary revision {_say(f['canary_revision'])}; stable is the previous release: "
+        f"{_say(f['stable_is_previous_release'])}",
+        "", "| # | step | verdict | reason |", "|---|---|---|---|",
+    ]
+    for s in steps:
+        reason = s.reason.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {s.step} | {s.name} | {s.verdict} | {reason} |")
+    return [*lines, ""]
+
+
+def _summary_actions(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[str]:
+    """The 'Actions taken' section: retry, escalation, skipped and failed steps."""
+    lines = ["## Actions taken", "", f"- Rollout retried: {_say(f['retried'])}",
+             f"- Escalated: {_say(f['escalate'])}"
+             + (f" (due by {f['escalation_due_at']})" if f["escalation_due_at"] else "")]
+    lines += [f"- Step {s.step} ({s.name}) skipped: {s.reason}" for s in steps if s.verdict == "skip"]
+    lines += [f"- Step {s.step} ({s.name}) FAILED TO RUN: {s.reason}" for s in steps if s.verdict == "error"]
+    return [*lines, ""]
+
+
+def render_summary(info: RunInfo, steps: Sequence[StepResult]) -> str:
+    """summary.md: the ticket text built from the findings and the step reasons only."""
+    f = merge_findings(steps)
+    where = f"rollout `{info.rollout}` in namespace `{info.namespace}`"
+    where += f" (context `{info.context}`)" if info.context else ""
+    head = [f"# {info.incident}: {where}", "",
+            f"Run {info.run_id}, {info.started_at} to {info.finished_at}, exit code {info.exit_code}."]
+    if info.partial:
+        head.append("**PARTIAL RECORD: a step failed to execute; later steps did not run.**")
+    mc_url = info.parameters.get("mc_url")
+    links = [
+        "## Links", "",
+        "- Machine-readable record: `record.json`; readable report: `report.html`; "
+        "attachment: `bundle.zip` (checksums in `manifest.json`)",
+        "- Raw objects captured at the start: `snapshot/`",
+        f"- AnalysisRun: `kubectl get analysisrun {f['analysis_run']} -n {info.namespace} -o yaml`"
+        if f["analysis_run"] else "- AnalysisRun: not established",
+    ] + ([f"- Mission Control: {mc_url}"] if mc_url else [])
+    close = ["## State at close", "", f"- Rollout phase: {_say(f['phase'])}",
+             f"- Close-out checks passed: {_say(f['closeout_ok'])}", ""]
+    return "\n".join([*head, "", *_summary_cause(f), *_summary_evidence(f, steps),
+                      *_summary_actions(f, steps), *close, *links, ""])
+
+
+# --------------------------------------------------------------------------- report.html
+
+
+def _report_notebook(info: RunInfo, steps: Sequence[StepResult], run_dir: Path) -> Any:
+    """All step notebooks merged into one, each under a heading with its verdict."""
+    import nbformat  # lazily: only the report needs it
+
+    merged = nbformat.v4.new_notebook()
+    rows = "\n".join(f"| {s.step} | {s.name} | **{s.verdict}** | {html.escape(s.reason)} |" for s in steps)
+    merged.cells.append(nbformat.v4.new_markdown_cell(
+        f"# {html.escape(info.incident)}: rollout {html.escape(info.rollout)} in "
+        f"{html.escape(info.namespace)}\n\nRun {info.run_id}, {info.started_at} to {info.finished_at}"
+        f"{' — PARTIAL' if info.partial else ''}.\n\n| # | step | verdict | reason |\n|---|---|---|---|\n{rows}"))
+    for s in steps:
+        merged.cells.append(nbformat.v4.new_markdown_cell(
+            f"## Step {s.step}: {s.name}\n\n**{s.verdict}** — {html.escape(s.reason)} ({s.seconds:.1f} s)"))
+        path = run_dir / s.notebook
+        if s.verdict == "skip" or not path.exists():
+            continue
+        nb = nbformat.read(path, as_version=4)
+        merged.metadata.setdefault("language_info", nb.metadata.get("language_info", {}))
+        for cell in nb.cells:
+            if cell.cell_type == "code" and not _is_parameters_cell(cell):
+                # the step result is in record.json; nbconvert cannot render its mime type
+                cell["outputs"] = [o for o in cell.get("outputs", []) if STEP_RESULT_MIME not in o.get("data", {})]
+                merged.cells.append(cell)
+            elif cell.cell_type != "code":
+                merged.cells.append(cell)
+    return merged
+
+
+def _is_parameters_cell(cell: Any) -> bool:
+    """The notebook's own or papermill's injected parameters cell (not narrative)."""
+    tags = cell.get("metadata", {}).get("tags", [])
+    return "parameters" in tags or "injected-parameters" in tags
+
+
+def render_report(info: RunInfo, steps: Sequence[StepResult], run_dir: Path) -> str:
+    """report.html: one page, inputs hidden, via nbconvert's HTMLExporter in-process."""
+    from nbconvert import HTMLExporter  # lazily: ~0.3 s import, only needed at the end
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(
+        _report_notebook(info, steps, Path(run_dir)),
+        resources={"metadata": {"name": f"{info.incident} {info.run_id}"}},
+    )
+    return str(body)
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+class Redactor:
+    """Replaces known secret values (raw, JSON-escaped and HTML-escaped forms) in text and files."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms: set[str] = set()
+        for s in secrets:
+            s = s.strip()
+            if len(s) < MIN_SECRET_LEN:
+                continue
+            forms |= {s, json.dumps(s)[1:-1], html.escape(s), json.dumps(html.escape(s))[1:-1]}
+        # longest first, so a secret that contains another is replaced whole
+        self._forms = sorted(forms, key=len, reverse=True)
+
+    def __repr__(self) -> str:
+        return f"Redactor(<{len(self._forms)} forms>)"
+
+    def scrub(self, text: str) -> str:
+        """Text with every known secret replaced by [REDACTED]."""
+        for form in self._forms:
+            text = text.replace(form, REDACTED)
+        return text
+
+    def scrub_file(self, path: Path) -> bool:
+        """Scrub one file in place; True if it changed. Binary files are scrubbed byte-wise."""
+        data = path.read_bytes()
+        new = data
+        for form in self._forms:
+            new = new.replace(form.encode("utf-8"), REDACTED.encode("utf-8"))
+        if new != data:
+            path.write_bytes(new)
+        return new != data
+
+    def scrub_tree(self, root: Path) -> list[Path]:
+        """Scrub every file under root; the files that held a secret."""
+        return [p for p in sorted(Path(root).rglob("*")) if p.is_file() and self.scrub_file(p)]
+
+
+# --------------------------------------------------------------------------- sealing
+
+
+def _record_files(run_dir: Path) -> list[Path]:
+    """Every file of the record except the bundle and manifest themselves, sorted."""
+    return sorted(p for p in run_dir.rglob("*")
+                  if p.is_file() and p.relative_to(run_dir).as_posix() not in _SEALED)
+
+
+def write_bundle(run_dir: Path) -> Path:
+    """bundle.zip: every record file (not the manifest, which hashes the bundle)."""
+    path = run_dir / "bundle.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in _record_files(run_dir):
+            zf.write(f, f.relative_to(run_dir).as_posix())
+    return path
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(run_dir: Path) -> Path:
+    """manifest.json: sha256 of every file in the record, the bundle included."""
+    files = [*_record_files(run_dir), run_dir / "bundle.zip"]
+    doc = {"schema": SCHEMA, "algorithm": "sha256",
+           "files": {f.relative_to(run_dir).as_posix(): _sha256(f) for f in files if f.exists()}}
+    path = run_dir / "manifest.json"
+    path.write_text(_dumps(doc), encoding="utf-8")
+    return path
+
+
+def verify_manifest(run_dir: Path) -> list[str]:
+    """Files whose content no longer matches manifest.json, or that are missing or unlisted."""
+    run_dir = Path(run_dir)
+    listed: dict[str, str] = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["files"]
+    bad = [name for name, digest in listed.items()
+           if not (run_dir / name).is_file() or _sha256(run_dir / name) != digest]
+    present = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
+    return sorted(bad + [n for n in present - set(listed) if n != "manifest.json"])
+
+
+def write_record(
+    run_dir: Path, info: RunInfo, steps: Sequence[StepResult], *, secrets: Iterable[str] = ()
+) -> Path:
+    """Write record.json, summary.md, report.html; scrub secrets everywhere; then bundle and manifest."""
+    run_dir = Path(run_dir)
+    redactor = Redactor(secrets)
+    redactor.scrub_tree(run_dir)  # notebooks, snapshot, results: before anything is derived from them
+    (run_dir / "record.json").write_text(_dumps(record_document(info, steps)), encoding="utf-8")
+    (run_dir / "summary.md").write_text(render_summary(info, steps), encoding="utf-8")
+    (run_dir / "report.html").write_text(render_report(info, steps, run_dir), encoding="utf-8")
+    redactor.scrub_tree(run_dir)  # what was just derived (parameters, reasons) may quote a secret
+    write_bundle(run_dir)
+    write_manifest(run_dir)
+    return run_dir
+
+
+def _dumps(obj: Any) -> str:
+    """Stable, readable JSON; objects JSON cannot hold become their str()."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=str, ensure_ascii=False) + "\n"
