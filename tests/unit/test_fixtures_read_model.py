@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
 from rollbook.cluster import RolloutView, build_analysis_run, build_view, derive_phase
 
 FIXTURES = Path("/work/shared/fixtures/argo-rollouts")
-SEVEN_DAYS_AGO = (datetime.now(timezone.utc) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+SEVEN_DAYS_AGO = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def load(folder: str) -> dict[str, list[dict[str, Any]]]:

@@ -32,18 +32,18 @@ _KINDS: dict[str, AnalysisKind] = {
 }
 
 # v1.2+: "Rollout aborted update to revision 7[: <rest>]"
-_REVISION = re.compile(r"^Rollout aborted update to revision (?P<rev>\d+)(?::\s*(?P<rest>.*))?$", re.S)
+_REVISION = re.compile(r"^Rollout aborted update to revision (?P<rev>\d+)(?::\s*(?P<rest>.*))?$", re.DOTALL)
 # v1.9+: "<Kind> analysis phase error/failed[: <rest>]"
 _KIND = re.compile(
     r"^(?P<kind>Step-based|Background|Blue/green pre-promotion|Blue/green post-promotion)"
     r" analysis phase error/failed(?::\s*(?P<rest>.*))?$",
-    re.S | re.I,
+    re.DOTALL | re.IGNORECASE,
 )
 # every version: '[Mm]etric "<name>" assessed <Phase> due to <why>[: "Error Message: <msg>"]'
 _METRIC = re.compile(
     r'^(?P<m>[Mm])etric "(?P<metric>[^"]*)" assessed (?P<phase>\w+) due to (?P<why>.*?)'
     r'(?::\s*"Error Message: (?P<err>.*)")?$',
-    re.S,
+    re.DOTALL,
 )
 
 

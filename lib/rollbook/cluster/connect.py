@@ -102,7 +102,7 @@ class Cluster:
         """Release the connection pool."""
         self.api_client.close()
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Cluster:  # noqa: PYI034 (3.11: typing.Self is fine too; keep it explicit)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -138,7 +138,7 @@ class Cluster:
             self.stats.add(0)
             raise self._unreachable(target, e) from e
         self.stats.add(len(raw))
-        full_path = url[len(self.host):] if url.startswith(self.host) else url
+        full_path = url.removeprefix(self.host)
         if not 200 <= resp.status < 300:
             raise translate(resp.status, raw, target, context=self.context)
         return Response(resp.status, raw, full_path, _json(raw) if "json" in accept else None)
@@ -146,15 +146,15 @@ class Cluster:
     def _unreachable(self, target: Target, e: Exception) -> ClusterError:
         """A connection-level failure: TLS problems are final, the rest retryable."""
         what = _describe(target)
-        if isinstance(e, ApiException) or isinstance(e, urllib3.exceptions.SSLError):
+        if isinstance(e, ApiException | urllib3.exceptions.SSLError):
             return ClusterError(
-                f"TLS handshake with the API server {self.host} failed while {target.verb}ing {what} "
+                f"TLS handshake with the API server {self.host} failed while {_ing(target.verb)} {what} "
                 f"(context {_q(self.context)}): {_short(str(getattr(e, 'reason', e)))}",
                 kind=target.kind, name=target.name, namespace=target.namespace, context=self.context,
                 hint="Check the kubeconfig's certificate-authority data for this context.",
             )
         return ClusterUnavailable(
-            f"The API server {self.host} could not be reached while {target.verb}ing {what} "
+            f"The API server {self.host} could not be reached while {_ing(target.verb)} {what} "
             f"(context {_q(self.context)}): {_short(str(e))}",
             kind=target.kind, name=target.name, namespace=target.namespace, context=self.context,
             hint="Check the network/VPN and that the cluster is up, then retry.",
@@ -226,16 +226,16 @@ def connect(
     cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.1)
     if in_cluster:
         try:
-            k8s_config.load_incluster_config(client_configuration=cfg)
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except ConfigException as e:
             raise ConfigError(f"No in-cluster Kubernetes configuration: {e}",
                               hint="Run inside a pod with a service account, or pass --context.") from e
         return Cluster(k8s_client.ApiClient(configuration=cfg), context="in-cluster", timeout=timeout)
     path = _kubeconfig_path(kubeconfig)
     try:
-        api_client = k8s_config.new_client_from_config(config_file=path, context=context,
-                                                       client_configuration=cfg, persist_config=False)
-        name = context or k8s_config.list_kube_config_contexts(path)[1]["name"]
+        api_client = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, client_configuration=cfg, persist_config=False)
+        name = context or k8s_config.list_kube_config_contexts(path)[1]["name"]  # type: ignore[no-untyped-call]
     except (ConfigException, OSError, KeyError, TypeError) as e:
         raise ConfigError(
             f"Cannot use kubeconfig {path!s} with context {_q(context or '(current)')}: {_short(str(e))}",
@@ -272,11 +272,12 @@ def _wording(status: int, t: Target, context: str | None, api: str) -> tuple[typ
         if t.name is None:
             return NotFound, f"Namespace {_q(ns)} or the {t.plural} API was not found {ctx}: {api}.", (
                 f"Check the namespace and that Argo Rollouts is installed: kubectl api-resources | grep {t.plural}")
-        return NotFound, f"{what} not found {ctx}: {api}.", (
+        return NotFound, f"{t.kind} {_q(t.name)} not found in namespace {_q(ns)} {ctx}. The API said: {api}.", (
             f"Check the {t.kind.lower()} parameter; list them with: kubectl get {t.plural} -n {ns}")
     if status == 401:
-        return Unauthorized, f"The API server did not accept the credentials of context {_q(context)} " \
-            f"while {t.verb}ing {what}: {api}.", "Log in again or refresh the token of this context."
+        return Unauthorized, (
+            f"The API server did not accept the credentials of context {_q(context)} while {_ing(t.verb)} {what}: {api}."
+        ), "Log in again or refresh the token of this context (kubectl config view --minify shows which user)."
     if status == 403:
         return Forbidden, f"Not allowed to {t.verb} {what} {ctx}: {api}.", (
             f"Ask for the RBAC permission; check with: kubectl auth can-i {t.verb} {t.plural} -n {ns}")
@@ -287,10 +288,15 @@ def _wording(status: int, t: Target, context: str | None, api: str) -> tuple[typ
         return Invalid, f"The API server rejected the request to {t.verb} {what} {ctx} ({status}): {api}.", (
             "This request is wrong for this cluster (version or schema); report it with this message.")
     if status == 429 or status >= 500:
-        return ClusterUnavailable, f"The API server answered {status} while {t.verb}ing {what} {ctx}: {api}.", (
+        return ClusterUnavailable, f"The API server answered {status} while {_ing(t.verb)} {what} {ctx}: {api}.", (
             "The cluster is overloaded or failing; retry shortly.")
-    return ClusterError, f"Unexpected HTTP {status} while {t.verb}ing {what} {ctx}: {api}.", (
+    return ClusterError, f"Unexpected HTTP {status} while {_ing(t.verb)} {what} {ctx}: {api}.", (
         "Check the API server and the kubeconfig of this context.")
+
+
+def _ing(verb: str) -> str:
+    """get -> getting, list -> listing, patch -> patching."""
+    return {"get": "getting"}.get(verb, f"{verb}ing")
 
 
 def _describe(t: Target) -> str:

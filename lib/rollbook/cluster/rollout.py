@@ -174,7 +174,7 @@ def _time(value: Any) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return datetime.fromisoformat(str(value))  # 3.11 reads the Z suffix
     except ValueError:
         return None
 
@@ -275,9 +275,10 @@ def _container(spec: Mapping[str, Any], status: Mapping[str, Any] | None) -> Con
 
 def _container_state(state: Mapping[str, Any]) -> tuple[ContainerState, dict[str, Any]]:
     """Which of running/waiting/terminated a container state is, with its detail."""
-    for name in ("waiting", "terminated", "running"):
+    names: tuple[ContainerState, ...] = ("waiting", "terminated", "running")
+    for name in names:
         if state.get(name) is not None:
-            return cast(ContainerState, name), dict(state[name] or {})
+            return name, dict(state[name] or {})
     return "unknown", {}
 
 
@@ -345,7 +346,7 @@ def build_pod(pod: Mapping[str, Any]) -> PodInfo:
     text, ready, restarts = pod_status(pod)
     by_name = {cs.get("name"): cs for cs in status.get("containerStatuses") or []}
     containers = tuple(_container(c, by_name.get(c.get("name"))) for c in spec.get("containers") or [])
-    ready_cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready_cond: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     owners = owner_uids(pod)
     return PodInfo(
         name=str(meta.get("name", "")),
