@@ -86,6 +86,7 @@ class RunInfo:
     exit_code: int
     partial: bool
     snapshot_error: str | None = None
+    error: str | None = None  # the runner itself failed; the record is partial
 
 
 def utc_now() -> str:
@@ -172,7 +173,7 @@ def record_document(info: RunInfo, steps: Sequence[StepResult]) -> dict[str, Any
         "context": info.context, "run_id": info.run_id,
         "started_at": info.started_at, "finished_at": info.finished_at,
         "tool_version": info.tool_version, "exit_code": info.exit_code, "partial": info.partial,
-        "snapshot_error": info.snapshot_error,
+        "snapshot_error": info.snapshot_error, "error": info.error,
         "parameters": dict(info.parameters),
         "steps": [s.to_json() for s in steps],
         "findings": merge_findings(steps),
@@ -275,7 +276,8 @@ def _report_notebook(info: RunInfo, steps: Sequence[StepResult], run_dir: Path) 
         if s.verdict == "skip" or not path.exists():
             continue
         nb = nbformat.read(path, as_version=4)
-        merged.metadata.setdefault("language_info", nb.metadata.get("language_info", {}))
+        if nb.metadata.get("language_info", {}).get("name"):
+            merged.metadata.setdefault("language_info", nb.metadata["language_info"])
         for cell in nb.cells:
             if cell.cell_type == "code" and not _is_parameters_cell(cell):
                 # the step result is in record.json; nbconvert cannot render its mime type

@@ -211,7 +211,7 @@ def parse_params(items: Iterable[str]) -> dict[str, str]:
 def inspect(notebook: Path) -> dict[str, Param]:
     """The parameters a notebook declares, as papermill reads them; refuses any papermill misses."""
     found = {n: Param(n, str(p["inferred_type_name"]), str(p["default"]), str(p["help"]))
-             for n, p in papermill.inspect_notebook(str(notebook)).items()}
+             for n, p in _papermill_params(notebook).items()}
     for name in _assigned_names(notebook):
         if name not in found:
             # papermill's parser silently drops e.g. `x: str | None = None`; the run would ignore it
@@ -219,6 +219,20 @@ def inspect(notebook: Path) -> dict[str, Param]:
                 f"Notebook {notebook.name} declares parameter {name!r} in a form papermill cannot read.",
                 parameter=name, hint="Write it as `name: type = default  # help` (Optional[str], not str | None).")
     return found
+
+
+def _papermill_params(notebook: Path) -> dict[str, Any]:
+    """papermill.inspect_notebook(), also for a notebook saved without kernelspec metadata."""
+    nb = nbformat.read(notebook, as_version=4)
+    if nb.metadata.get("kernelspec", {}).get("name"):
+        return dict(papermill.inspect_notebook(str(notebook)))
+    # inspect_notebook takes only a path and refuses a notebook without a kernel name, although
+    # the run itself names the kernel: inspect a copy that carries it.
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    with tempfile.TemporaryDirectory(prefix="rb-inspect-") as tmp:
+        copy = Path(tmp) / notebook.name
+        nbformat.write(nb, copy)
+        return dict(papermill.inspect_notebook(str(copy)))
 
 
 def _assigned_names(notebook: Path) -> list[str]:
@@ -684,14 +698,18 @@ def run(
         ctx = _Context(run_dir, workdir, _kernel_env(workdir), vr.spec.step_timeout,
                        vr.spec.cell_timeout or vr.spec.step_timeout, vr.spec.start_timeout)
         sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), progress or _stderr_progress)
-        results = sched.run(_snapshot_into(run_dir, snapshot, snap_errors))
+        crash: str | None = None
+        try:
+            results = sched.run(_snapshot_into(run_dir, snapshot, snap_errors))
+        except Exception as e:  # a bounded wait expired or a runner bug: still write what we have
+            results, crash = sched.results, f"the runner stopped: {type(e).__name__}: {e}"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    code = exit_code(results)
+    code = 3 if crash else exit_code(results)
     info = record.RunInfo(
         incident=vr.spec.incident, namespace=vr.spec.namespace, rollout=vr.spec.rollout,
         context=vr.spec.context, run_id=run_dir.name, started_at=started, finished_at=record.utc_now(),
         tool_version=__version__, parameters=vr.parameters, exit_code=code, partial=code == 3,
-        snapshot_error=snap_errors[0] if snap_errors else None)
+        snapshot_error=snap_errors[0] if snap_errors else None, error=crash)
     record.write_record(run_dir, info, results, secrets=[*secrets, *secrets_from_env()])
     return RunResult(run_dir, code, tuple(results), code == 3)
