@@ -574,8 +574,8 @@ def read_rollout(
     hashes = [pod_template_hash(rs) for rs in replicasets]
     pods: list[RawObject] = []
     pod_selector = _hash_selector(hashes)
-    if pod_selector:
-        pods = cluster.list("pods", namespace, label_selector=pod_selector)
+    if pod_selector:  # the rollout's selector AND its ReplicaSets' hashes: only its own pods come back
+        pods = cluster.list("pods", namespace, label_selector=f"{selector_string(rollout)},{pod_selector}")
     run_selector = _hash_selector([*hashes, _d(rollout, "status").get("currentPodHash")])
     runs: list[RawObject] = []
     if run_selector:
