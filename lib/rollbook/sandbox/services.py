@@ -47,12 +47,14 @@ class Recorded:
 
 @dataclass
 class Fault:
-    """Answer the next `times` requests under `path_prefix` with `status` (and Retry-After)."""
+    """Answer the next `times` requests under `path_prefix` with `status` (and Retry-After, body)."""
 
     path_prefix: str
     status: int = 503
     times: int = 1
     retry_after: str | None = None
+    body: bytes | None = None
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -166,11 +168,11 @@ class ServicesServer:
         with self._lock:
             return [r for r in self.requests if r.kind == kind]
 
-    def fail_next(self, path_prefix: str, *, status: int = 503, times: int = 1,
-                  retry_after: str | None = None) -> None:
-        """Answer the next `times` requests under `path_prefix` with `status`."""
+    def fail_next(self, path_prefix: str, *, status: int = 503, times: int = 1, retry_after: str | None = None,
+                  body: bytes | None = None, content_type: str = "application/json") -> None:
+        """Answer the next `times` requests under `path_prefix` with `status` (e.g. 200 + a login page)."""
         with self._lock:
-            self.faults.append(Fault(path_prefix, status, times, retry_after))
+            self.faults.append(Fault(path_prefix, status, times, retry_after, body, content_type))
 
     def next_id(self) -> str:
         """A fresh Jira-style numeric id."""
@@ -190,6 +192,8 @@ class ServicesServer:
             fault = self._take_fault(path)
         if fault:
             extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            if fault.body is not None:
+                return Reply(fault.status, fault.body, fault.content_type, extra)
             return _json(fault.status, {"message": "injected fault"}, **extra)
         return self._route(kind, method, path, query, headers, body)
 
