@@ -9,11 +9,13 @@ and never reaches a repr, a log line or an exception.
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
+import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
@@ -443,6 +445,12 @@ def _json_summary(path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the client
 
 
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """One system-trust TLS context per process: building it costs ~0.1 s, far more than a verdict."""
+    return ssl.create_default_context()
+
+
 def _idempotency_key(*parts: str) -> str:
     return "rollbook-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
@@ -481,7 +489,7 @@ class MCClient:
 
     def __init__(self, base_url: str, token: Secret, *, timeout: float = 5.0, retries: int = 3,
                  backoff: float = 0.5, max_retry_after: float = 30.0,
-                 transport: httpx.BaseTransport | None = None,
+                 transport: httpx.BaseTransport | None = None, verify: bool | str | ssl.SSLContext = True,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if not isinstance(token, Secret):
             raise TypeError("token must be a rollbook.evidence.Secret (its repr stays masked)")
@@ -493,8 +501,10 @@ class MCClient:
         self.retries, self.backoff, self.max_retry_after = max(0, retries), backoff, max_retry_after
         self._sleep = sleep
         # follow_redirects=False: an SSO proxy's redirect to its login page must surface, not be followed
+        if verify is True:
+            verify = _default_tls()
         self._http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(timeout), transport=transport,
-                                  follow_redirects=False,
+                                  verify=verify, follow_redirects=False,
                                   headers={"Accept": "application/json", "User-Agent": f"rollbook/{__version__}"})
 
     @classmethod

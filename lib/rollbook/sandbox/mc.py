@@ -612,6 +612,7 @@ class _Handler(BaseHTTPRequestHandler):
     """Reads a request, hands it to the MCServer, writes the reply; nothing else."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else small replies wait ~40 ms for a delayed ACK
     server: _HTTPServer
 
     def _serve(self) -> None:
