@@ -206,7 +206,7 @@ def test_owner_references_are_linked_when_the_yaml_leaves_them_out() -> None:
                                                              f"{rs['metadata']['labels']['rollouts-pod-template-hash']}")[0]:
             assert pod["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
     run = runs_of(store, "prod")[0]
-    assert run["metadata"]["ownerReferences"][0] | {} == {
+    assert run["metadata"]["ownerReferences"][0] == {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "api", "uid": ro["metadata"]["uid"],
         "controller": True, "blockOwnerDeletion": True}
     ev = [e for e in store.list("events", "prod")[0] if e["involvedObject"]["kind"] == "AnalysisRun"]
