@@ -17,12 +17,16 @@ import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Self
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from rollbook.errors import Retryable, RollbookError
+
+if TYPE_CHECKING:
+    from rollbook.config import Service
 
 ResultType = Literal["vector", "matrix", "scalar", "string"]
 Point = tuple[datetime, float]
@@ -124,7 +128,9 @@ def format_value(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    return repr(value) if value != int(value) else str(int(value))
+    # Go's FormatFloat(v, 'f', -1, 64): shortest round-trip digits, never an exponent.
+    text = format(Decimal(repr(value)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def parse_value(raw: Any) -> float:
@@ -163,9 +169,9 @@ class PrometheusClient:
         )
 
     @classmethod
-    def from_config(cls, service: Any, **kwargs: Any) -> PrometheusClient:
-        """Build from `Config.prometheus` (a `rollbook.config.Service`): its url and optional bearer secret."""
-        if not getattr(service, "url", None):
+    def from_config(cls, service: Service, **kwargs: Any) -> PrometheusClient:
+        """Build from `Config.prometheus`: its url and optional bearer secret (resolved here, never stored)."""
+        if not service.url:
             raise PrometheusError(
                 "Prometheus is not configured (no prometheus.url).",
                 hint="Set prometheus.url in rollbook.yaml or ROLLBOOK_PROMETHEUS_URL.",

@@ -16,7 +16,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -145,6 +145,7 @@ def resolve_query(
     result = metric_result(run, name) or {}
     resolved = (result.get("metadata") or {}).get(RESOLVED_KEY)
     missing: tuple[str, ...] = ()
+    source: Source
     if resolved:
         query, source = str(resolved), "resolved"
     else:
@@ -159,7 +160,7 @@ def resolve_query(
     if stable is None:
         note = (f"the query does not contain the canary hash {canary_hash!r}" if canary_hash and stable_hash
                 else "the canary or stable pod-template hash is unknown")
-    return ResolvedQuery(name, query, stable, source, missing, note)  # type: ignore[arg-type]
+    return ResolvedQuery(name, query, stable, source, missing, note)
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -382,8 +383,6 @@ def build_finding(
 
 def _with_reason(f: SloFinding) -> SloFinding:
     """The finding with its one-sentence explanation filled in."""
-    from dataclasses import replace
-
     if f.threshold is None:
         return replace(f, reason=f"{f.name}: no threshold could be read ({f.threshold_reason}).")
     rule = f"{f.threshold.describe()} (failureLimit {f.failure_limit})"
@@ -405,7 +404,11 @@ def findings_for_run(
     rollout: Mapping[str, Any] | None = None,
     fetch: Callable[[str], Sequence[Series]] | None = None,
 ) -> list[SloFinding]:
-    """A finding per Prometheus metric of `run`; `fetch(query)` (e.g. a bound `query_range`) adds series."""
+    """A finding per Prometheus metric of `run`; `fetch(query)` (e.g. a bound `query_range`) adds series.
+
+    Errors from `fetch` (e.g. PrometheusUnavailable) propagate: the caller decides whether SLO evidence
+    is optional for its step.
+    """
     templates = list(templates)
     canary_hash, stable_hash = pod_hashes(run, rollout)
     findings = []

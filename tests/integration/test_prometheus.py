@@ -26,7 +26,10 @@ from rollbook.sandbox.prometheus import PrometheusServer, load_prometheus_spec, 
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 CANARY, STABLE, ODD = "7c9d8f6b5", "6d4f8b7c9", "5b8c7d6e4"
-ERR = 'sum(rate(http_requests_total{code=~"5..",rollouts_pod_template_hash="%s"}[2m])) / sum(rate(http_requests_total{rollouts_pod_template_hash="%s"}[2m]))'  # noqa: E501
+ERR = (
+    'sum(rate(http_requests_total{code=~"5..",rollouts_pod_template_hash="%s"}[2m]))'
+    ' / sum(rate(http_requests_total{rollouts_pod_template_hash="%s"}[2m]))'
+)
 
 SPEC = {
     "series": [
@@ -154,9 +157,9 @@ def test_unreachable_prometheus_is_unavailable_after_retries() -> None:
     with socket.socket() as sock:  # a port that was free a moment ago: connection refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with PrometheusClient(f"http://127.0.0.1:{port}", retries=1, backoff=0.0, timeout=1.0) as c:
-        with pytest.raises(PrometheusUnavailable) as info:
-            c.query("up")
+    client = PrometheusClient(f"http://127.0.0.1:{port}", retries=1, backoff=0.0, timeout=1.0)
+    with client, pytest.raises(PrometheusUnavailable) as info:
+        client.query("up")
     assert f"127.0.0.1:{port}" in str(info.value) and "could not be reached" in str(info.value)
 
 
@@ -164,9 +167,9 @@ def test_a_2xx_that_is_not_the_envelope_is_a_protocol_error() -> None:
     def sso_page(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, text="<html><body>Sign in</body></html>")
 
-    with PrometheusClient("http://127.0.0.1:9", transport=httpx.MockTransport(sso_page)) as c:
-        with pytest.raises(PrometheusProtocolError) as info:
-            c.query("up")
+    client = PrometheusClient("http://127.0.0.1:9", transport=httpx.MockTransport(sso_page))
+    with client, pytest.raises(PrometheusProtocolError) as info:
+        client.query("up")
     assert "Sign in" in str(info.value) and "up" in str(info.value)
 
 
@@ -270,6 +273,14 @@ def test_spec_from_runs_serves_what_argo_measured_at_its_times() -> None:
         assert series[0].points[6][0] == _at(14) and series[0].points[7][0] == _at(10)
         assert dict(series[0].labels) == {"rollouts_pod_template_hash": CANARY}
         assert c.query(ERR % (STABLE, STABLE)).samples == ()  # nothing was measured for stable: no data
+
+
+def test_spec_from_runs_can_shift_old_measurements_to_now() -> None:
+    old = _run(CANARY, ["[0.031]", "[0.034]"], datetime(2026, 8, 1, 12, 0, tzinfo=UTC))
+    spec = spec_from_runs([old], shift_to=NOW)
+    with PrometheusServer(spec, now=NOW) as s, PrometheusClient(s.url) as c:
+        series = c.query_range(ERR % (CANARY, CANARY), _at(2), NOW, 60)
+    assert [(t, v) for t, v in series[0].points] == [(_at(1), 0.031), (NOW, 0.034)]
 
 
 def test_findings_from_a_run_with_series_from_the_stand_in() -> None:

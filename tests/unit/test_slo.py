@@ -12,7 +12,7 @@ import yaml
 from matplotlib.collections import PolyCollection
 
 from rollbook import slo
-from rollbook.prometheus import Series
+from rollbook.prometheus import Series, format_value
 
 CANARY, STABLE = "7c9d8f6b5", "6d4f8b7c9"
 
@@ -28,10 +28,10 @@ LATENCY_TEMPLATE_QUERY = (
 )
 
 # An AnalysisTemplate as the playbook writes it (argo-rollouts.md, "Templates in this playbook").
-TEMPLATE = yaml.safe_load(f"""
+TEMPLATE = yaml.safe_load("""
 apiVersion: argoproj.io/v1alpha1
 kind: AnalysisTemplate
-metadata: {{name: ig-slo-checks, namespace: prod}}
+metadata: {name: ig-slo-checks, namespace: prod}
 spec:
   args:
   - name: canary-hash
@@ -270,6 +270,16 @@ def test_breach_semantics_for_success_and_failure_conditions_including_nan() -> 
 )
 def test_measurement_values(raw: str | None, expected: list[float] | None) -> None:
     assert slo.parse_measurement(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.034, "0.034"), (2.0, "2"), (1e-7, "0.0000001"), (1e20, "100000000000000000000"),
+     (math.nan, "NaN"), (math.inf, "+Inf"), (-math.inf, "-Inf")],
+)
+def test_values_are_written_as_argo_stores_them(value: float, text: str) -> None:
+    assert format_value(value) == text
+    assert slo.parse_measurement(f"[{text}]") == [value] or math.isnan(value)
 
 
 def test_measurement_nan_is_a_float_nan() -> None:

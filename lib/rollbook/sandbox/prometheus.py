@@ -110,8 +110,15 @@ def load_prometheus_spec(scenario_dir: str | Path) -> dict[str, Any] | None:
     return spec
 
 
-def spec_from_runs(analysisruns: list[dict[str, Any]], rollout: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A spec serving, for each Prometheus metric of the runs, the values Argo measured at their times."""
+def spec_from_runs(
+    analysisruns: list[dict[str, Any]], rollout: dict[str, Any] | None = None, *, shift_to: datetime | None = None
+) -> dict[str, Any]:
+    """A spec serving, for each Prometheus metric of the runs, the values Argo measured at their times.
+
+    Only the canary queries are served (Argo never measured the stable pods, and inventing values would
+    fake evidence). `shift_to` moves all points so the newest lands there (for scenarios whose YAML
+    carries old timestamps but should look recent).
+    """
     merged: dict[str, dict[float, list[float]]] = {}
     hashes: dict[str, str | None] = {}
     for run in analysisruns:
@@ -128,7 +135,15 @@ def spec_from_runs(analysisruns: list[dict[str, Any]], rollout: dict[str, Any] |
                 at = slo.parse_time(m.get("finishedAt") or m.get("startedAt"))
                 if values and at is not None:
                     points[at.timestamp()] = values
+    if shift_to is not None:
+        merged = _shifted(merged, shift_to.timestamp())
     return {"series": [entry for q, pts in merged.items() for entry in _entries(q, pts, hashes.get(q))]}
+
+
+def _shifted(merged: dict[str, dict[float, list[float]]], newest: float) -> dict[str, dict[float, list[float]]]:
+    """Every point moved by the same offset so that the newest one is at `newest`."""
+    latest = max((t for pts in merged.values() for t in pts), default=newest)
+    return {q: {t + newest - latest: v for t, v in pts.items()} for q, pts in merged.items()}
 
 
 def _entries(query: str, points: dict[float, list[float]], canary_hash: str | None) -> list[dict[str, Any]]:
