@@ -14,8 +14,15 @@ from typing import Any
 import pytest
 import yaml
 from apiserver_harness import Harness, running_apiserver
-
-from rollbook.cluster import connect, derive_phase, list_rollouts, pod_logs, read_rollout
+from rollbook.cluster import (
+    WaitTimeout,
+    connect,
+    derive_phase,
+    list_rollouts,
+    pod_logs,
+    read_rollout,
+    wait_for,
+)
 from rollbook.cluster.connect import Cluster
 from rollbook.errors import ClusterUnavailable, ConfigError, Conflict, NotFound, Unauthorized
 from rollbook.sandbox.loader import builtin_scenarios, load_scenario
@@ -179,7 +186,7 @@ def test_requests_and_bytes_do_not_grow_with_the_namespace(harness: Harness) -> 
         # only list resourceVersions may differ in length; 60 foreign objects would add tens of kB
         assert abs(cluster.stats.bytes_received - received) < 100
     assert [rs.name for rs in after.replicasets] == [rs.name for rs in before.replicasets]
-    lists = [r for r in harness.server.requests if r.method == "GET" and not r.path.split("/")[-1] == name]
+    lists = [r for r in harness.server.requests if r.method == "GET" and r.path.split("/")[-1] != name]
     assert lists and all(r.query.get("labelSelector") or r.query.get("fieldSelector") for r in lists)
 
 
@@ -203,7 +210,7 @@ def test_extra_analysis_selector_narrows_the_runs(harness: Harness) -> None:
 
 def test_list_rollouts_and_pod_logs(harness: Harness) -> None:
     info = load_scenario(harness.store, "evidence-gap")
-    namespace, name = info.rollouts[0]
+    namespace, _ = info.rollouts[0]
     pod = items(harness, "pods", namespace)[0]["metadata"]["name"]
     lines = "\n".join(f"line {i}" for i in range(300)) + "\n"
     harness.store.set_pod_log(namespace, pod, lines)
@@ -269,3 +276,29 @@ def test_unknown_context_is_a_config_error(harness: Harness) -> None:
     with pytest.raises(ConfigError) as caught:
         connect("no-such-context", harness.kubeconfig)
     assert "no-such-context" in str(caught.value) and "kubectl config get-contexts" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- bounded waits
+
+
+def test_wait_for_is_bounded_reports_progress_and_tolerates_blips() -> None:
+    now = [0.0]
+    calls: list[int] = []
+    progress: list[tuple[int, float]] = []
+
+    def fetch() -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ClusterUnavailable("blip")
+        return len(calls)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(WaitTimeout) as caught:
+        wait_for(fetch, lambda n: n > 100, timeout=10, interval=2, what="the rollback",
+                 progress=lambda n, left: progress.append((n, left)), clock=lambda: now[0], sleep=sleep)
+    assert "Waited 10s for the rollback" in str(caught.value)
+    assert len(calls) == 6 and now[0] == 10  # t = 0, 2, 4, 6, 8, 10; never beyond the deadline
+    assert [n for n, _ in progress] == [1, 3, 4, 5, 6] and progress[0][1] == 10
+    assert wait_for(fetch, lambda n: n >= 7, timeout=10, interval=2, clock=lambda: now[0], sleep=sleep) == 7

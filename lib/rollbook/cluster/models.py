@@ -303,9 +303,9 @@ class RolloutView:
 
     @property
     def stable_is_previous(self) -> bool | None:
-        """Whether the stable ReplicaSet is the previous release; None when either is unknown."""
+        """Whether the stable ReplicaSet is the previous release; None when unknown or nothing is in flight."""
         stable, previous = self.stable_rs, self.previous_rs
-        if stable is None or previous is None:
+        if stable is None or previous is None or self.stable_hash == self.canary_hash:
             return None
         return stable.uid == previous.uid
 
