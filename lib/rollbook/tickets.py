@@ -29,6 +29,7 @@ from rollbook.paging import (
     fetch,
     post_json,
     require_secret,
+    response_body,
 )
 
 # Jira issue keys: a project key (letters, digits, underscore; starts with a letter) and a number.
@@ -37,14 +38,25 @@ _ISSUE_KEY = re.compile(r"[A-Z][A-Z0-9_]*-[1-9][0-9]*")
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 
 
-def jira_comment(summary_markdown: str, bundle_name: str | None = None) -> dict[str, str]:
-    """The v2 comment body: the summary verbatim in a {noformat} block, plus a link to the attachment."""
+def record_digest(summary_markdown: str, bundle: Path | None) -> str:
+    """A short digest of what a ticket update carries, so a re-run can recognise its own comment."""
+    h = hashlib.sha256(summary_markdown.encode())
+    if bundle is not None:
+        h.update(bundle.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def jira_comment(summary_markdown: str, bundle_name: str | None = None,
+                 digest: str | None = None) -> dict[str, str]:
+    """The v2 comment body: the summary verbatim in a {noformat} block, a link to the attachment, a digest."""
     # v2 comments are wiki markup, not Markdown. Rather than a lossy hand-written converter, the
     # summary goes in verbatim: Markdown reads well as plain text, and nothing in it is reinterpreted.
     text = summary_markdown.replace("{noformat}", "{ noformat}")
     lines = ["rollbook incident record summary"
              + (f" (full record attached: [^{bundle_name}])" if bundle_name else "") + ":",
              "{noformat}", text.rstrip("\n"), "{noformat}"]
+    if digest:
+        lines.append(f"rollbook record {digest}")
     return {"body": "\n".join(lines)}
 
 
@@ -67,14 +79,13 @@ def update_ticket(
         deliveries += _jira(config.jira, ticket_key, summary_markdown, bundle, dry_run, transport, retry)
     if config.ticket_webhook.enabled:
         deliveries.append(post_json(config.ticket_webhook, ticket_webhook_body(ticket_key, summary_markdown,
-                                                                               bundle, config.link_base),
+                                                                               bundle),
                                     service="ticket-webhook", where="ticket.webhook", dry_run=dry_run,
                                     transport=transport, retry=retry))
     return deliveries
 
 
-def ticket_webhook_body(ticket_key: str, summary_markdown: str, bundle: Path | None,
-                        link_base: str | None = None) -> dict[str, Any]:
+def ticket_webhook_body(ticket_key: str, summary_markdown: str, bundle: Path | None) -> dict[str, Any]:
     """The generic ticket webhook's JSON: ticket, summary and the bundle's name, size and sha256."""
     body: dict[str, Any] = {"type": "rollbook.ticket-update", "version": 1, "ticket": ticket_key,
                             "summary_markdown": summary_markdown, "bundle": None}
@@ -93,20 +104,42 @@ def _jira(cfg: Service, key: str, summary: str, bundle: Path | None, dry_run: bo
     issue = f"{base}/rest/api/2/issue/{quote(key)}"
     hint = f"Check ticket.jira (user {cfg.user.describe()}, token {cfg.secret.describe()}) and issue {key}."
     common = {"Authorization": auth, "Accept": "application/json"}
+    digest = record_digest(summary, bundle)
+    comment = Outbound("jira-comment", "POST", issue + "/comment",
+                       {**common, "Content-Type": "application/json"},
+                       json_body=jira_comment(summary, bundle.name if bundle else None, digest),
+                       secrets=secrets, hint=hint)
+    existing = None
     if not dry_run:
-        _require_issue(Outbound("jira", "GET", issue, dict(common), secrets=secrets, idempotent=True,
-                                hint=hint), key, transport, retry)
+        found = _require_issue(Outbound("jira", "GET", issue, dict(common), params={"fields": "comment"},
+                                        secrets=secrets, idempotent=True, hint=hint), key, transport, retry)
+        existing = _comment_with(found, f"rollbook record {digest}")
+    if existing is not None:
+        # A re-run of the same record: the ticket already has it, so post nothing twice.
+        return [Delivery(service="jira-comment", sent=False, request=comment.record(),
+                         result={"already_posted": True, "comment_id": existing.get("id"),
+                                 "comment_url": existing.get("self")})]
     out: list[Delivery] = []
     if bundle is not None:
         out.append(_attach(issue, bundle, common, secrets, hint, dry_run, transport, retry))
-    comment = Outbound("jira-comment", "POST", issue + "/comment",
-                       {**common, "Content-Type": "application/json"},
-                       json_body=jira_comment(summary, bundle.name if bundle else None),
-                       secrets=secrets, hint=hint)
     sent = deliver(comment, dry_run=dry_run, transport=transport, retry=retry)
+    if sent.sent and not (isinstance(sent.response, dict) and sent.response.get("id")):
+        raise ServiceProtocolError(f"Jira answered the comment on {key} at {comment.record().url} with "
+                                   f"{str(sent.response)[:200]!r}, not a comment.", service="jira",
+                                   url=comment.record().url, status=sent.status,
+                                   hint="Check ticket.jira.url points at Jira itself, not a proxy page.")
     out.append(_with_result(sent, {"comment_id": _get(sent.response, "id"),
                                    "comment_url": _get(sent.response, "self")}))
     return out
+
+
+def _comment_with(issue: Any, marker: str) -> dict[str, Any] | None:
+    """The issue's first comment containing `marker`, if any (from GET issue?fields=comment)."""
+    comments = _get(_get(_get(issue, "fields"), "comment"), "comments") or []
+    for c in comments:
+        if isinstance(c, dict) and marker in str(c.get("body", "")):
+            return c
+    return None
 
 
 def _jira_auth(cfg: Service) -> tuple[str, str, tuple[str, ...]]:
@@ -119,10 +152,11 @@ def _jira_auth(cfg: Service) -> tuple[str, str, tuple[str, ...]]:
 
 
 def _require_issue(req: Outbound, key: str, transport: httpx.BaseTransport | None,
-                   retry: RetryPolicy) -> None:
-    """Fail before writing anything when the issue is unknown (Jira answers 404 for it)."""
+                   retry: RetryPolicy) -> Any:
+    """The issue as JSON; fails before anything is written when it is unknown (Jira answers 404)."""
     try:
-        fetch(req, transport=transport, retry=retry)
+        resp, _ = fetch(req, transport=transport, retry=retry)
+        return response_body(resp)
     except ServiceRejected as e:
         if e.status != 404:
             raise

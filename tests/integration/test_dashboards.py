@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image as PILImage
 from rollbook import dashboards, paging
@@ -110,3 +111,17 @@ def test_no_panels_no_requests(services: ServicesServer, tmp_path: Path) -> None
     assert dashboards.render_panels(config(services.url, ()), start=START, end=END, variables={},
                                     out_dir=tmp_path) == []
     assert services.requests == []
+
+
+def test_stand_in_needs_the_token(services: ServicesServer) -> None:
+    reply = httpx.get(services.url + "/render/d-solo/api-slo/api-slo", params={"panelId": "4"}, timeout=5)
+    assert reply.status_code == 401 and reply.json() == {"message": "Unauthorized"}
+
+
+def test_a_picture_becomes_an_escalation_image(services: ServicesServer, tmp_path: Path) -> None:
+    (picture,) = dashboards.render_panels(config(services.url, PANELS[1:]), start=START, end=END,
+                                          variables={}, out_dir=tmp_path)
+    local = picture.image()
+    published = picture.image("https://files.example.internal/INC-1/error-rate.png")
+    assert local.path == str(picture.path) and not local.public
+    assert published.public and published.title == "error rate"

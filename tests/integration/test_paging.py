@@ -165,3 +165,18 @@ def test_one_failing_target_does_not_silence_the_others(services: ServicesServer
     assert outcome == [("pagerduty", True, 202), ("slack", False, 403), ("webhook", True, 200)]
     assert info.value.deliveries[1].request.body["blocks"]   # what should have been sent is kept
     assert SLACK_TOKEN not in str(info.value) and SLACK_TOKEN not in repr(info.value.deliveries)
+
+
+def test_slack_stand_in_refuses_malformed_blocks(services: ServicesServer) -> None:
+    too_long = {"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}
+    reply = httpx.post(services.slack_url, json={"text": "t", "blocks": [too_long]}, timeout=5)
+    assert (reply.status_code, reply.text) == (400, "invalid_blocks")
+    wrong_path = httpx.post(services.url + "/services/T000/B000/other", json={"text": "t"}, timeout=5)
+    assert wrong_path.status_code == 404
+
+
+def test_webhook_without_its_token_is_refused(services: ServicesServer, config: Config) -> None:
+    no_token = Service(url=config.webhook.url)
+    with pytest.raises(paging.ServiceRejected) as info:
+        paging.send_webhook(no_token, message(), dry_run=False)
+    assert info.value.status == 401 and "/hooks/rollbook" in str(info.value)

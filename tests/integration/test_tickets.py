@@ -47,7 +47,7 @@ def bundle(tmp_path: Path) -> Path:
 def test_comment_and_attachment_wire_format(services: ServicesServer, config: Config, bundle: Path) -> None:
     deliveries = tickets.update_ticket(config, "INC-1234", SUMMARY, bundle, dry_run=False)
     get, attach, comment = services.received("jira")
-    assert (get.method, get.path) == ("GET", "/rest/api/2/issue/INC-1234")
+    assert (get.method, get.path, get.query) == ("GET", "/rest/api/2/issue/INC-1234", {"fields": ["comment"]})
     assert (attach.method, attach.path) == ("POST", "/rest/api/2/issue/INC-1234/attachments")
     assert attach.headers["X-Atlassian-Token"] == "no-check"
     assert attach.headers["Content-Type"].startswith("multipart/form-data; boundary=")
@@ -56,12 +56,25 @@ def test_comment_and_attachment_wire_format(services: ServicesServer, config: Co
     assert stored["content_bytes"] == bundle.read_bytes() and stored["filename"] == "bundle.zip"
     assert (comment.method, comment.path) == ("POST", "/rest/api/2/issue/INC-1234/comment")
     assert comment.json() == {"body": "rollbook incident record summary (full record attached: "
-                                      "[^bundle.zip]):\n{noformat}\n" + SUMMARY.rstrip("\n") + "\n{noformat}"}
+                                      "[^bundle.zip]):\n{noformat}\n" + SUMMARY.rstrip("\n") + "\n{noformat}\n"
+                                      f"rollbook record {tickets.record_digest(SUMMARY, bundle)}"}
     assert comment.headers["Authorization"] == "Basic ***"
     assert [d.service for d in deliveries] == ["jira-attachment", "jira-comment"]
     assert deliveries[0].result["attachment_ids"] == [stored["id"]]
     assert deliveries[1].status == 201
     assert deliveries[1].result["comment_id"] == services.comments["INC-1234"][0]["id"]
+
+
+def test_a_rerun_of_the_same_record_posts_nothing_twice(services: ServicesServer, config: Config,
+                                                        bundle: Path) -> None:
+    first = tickets.update_ticket(config, "INC-1234", SUMMARY, bundle, dry_run=False)
+    again = tickets.update_ticket(config, "INC-1234", SUMMARY, bundle, dry_run=False)
+    assert len(services.comments["INC-1234"]) == 1 and len(services.attachments["INC-1234"]) == 1
+    assert [(d.service, d.sent) for d in again] == [("jira-comment", False)]
+    assert again[0].result == {"already_posted": True, "comment_id": first[1].result["comment_id"],
+                               "comment_url": first[1].result["comment_url"]}
+    tickets.update_ticket(config, "INC-1234", SUMMARY + "\nstate at close: healthy\n", bundle, dry_run=False)
+    assert len(services.comments["INC-1234"]) == 2
 
 
 def test_basic_auth_is_user_and_token(services: ServicesServer, config: Config, bundle: Path) -> None:

@@ -255,6 +255,8 @@ def test_jira_comment_keeps_the_summary_verbatim() -> None:
     body = tickets.jira_comment(md, "bundle.zip")["body"]
     assert body.splitlines()[0] == "rollbook incident record summary (full record attached: [^bundle.zip]):"
     assert body.count("{noformat}") == 2 and "# Summary\n\n* **cause**: evidence gap" in body
+    assert tickets.jira_comment(md, None, "abc")["body"].endswith("{noformat}\nrollbook record abc")
+    assert tickets.record_digest(md, None) == tickets.record_digest(md, None) != tickets.record_digest("x", None)
 
 
 def test_ticket_rejects_a_malformed_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
