@@ -302,3 +302,27 @@ def test_nan_and_infinity_from_prometheus_count_as_breaches_of_a_success_conditi
         (finding,) = slo.findings_for_run(run, fetch=lambda q: c.query_range(q, _at(30), _at(27), 60))
     assert finding.canary_source == "prometheus" and finding.canary_breaches == 2  # NaN <= x and +Inf <= x fail
     assert finding.breached is True and finding.stable_query is None and finding.canary_only is None
+
+
+def test_builtin_slo_regression_scenario_served_from_its_runs() -> None:
+    """The shipped scenario's AnalysisRun, as the loader resolves it, drives the stand-in and the findings."""
+    from rollbook.sandbox import loader
+
+    docs = [loader.resolve_times(d.obj, NOW) for d in loader.read_folder(loader.resolve("slo-regression"))]
+    runs = [o for o in docs if o["kind"] == "AnalysisRun"]
+    (rollout,) = [o for o in docs if o["kind"] == "Rollout"]
+    canary, stable = slo.pod_hashes(runs[0], rollout)
+    assert canary and stable and canary != stable
+    spec = spec_from_runs(runs, rollout)
+    spec["series"].append({"match": ["http_server_requests_total", f'"{stable}"'],
+                           "values": {"start": "-20m", "step": 60, "points": [0.002] * 20}})
+    with PrometheusServer(spec, now=NOW) as s, PrometheusClient(s.url) as c:
+        findings = {f.name: f for f in slo.findings_for_run(
+            runs[0], rollout=rollout, fetch=lambda q: c.query_range(q, _at(15), NOW, 60))}
+    err = findings["ig-error-rate"]
+    assert err.canary_values == [0.034, 0.041] and err.breached is True and err.phase == "Failed"
+    assert err.stable_query is not None and stable in err.stable_query
+    assert err.stable_breached is False and err.canary_only is True
+    lat = findings["ig-latency-p99"]
+    assert lat.breached is False and lat.stable_values == []  # no stable latency series configured
+    assert lat.canary_only is None
