@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -79,6 +80,17 @@ class Picture:
     def image(self, public_url: str | None = None) -> Image:
         """This picture for an Escalation message; `public_url` when the record is published."""
         return Image(title=self.title, path=str(self.path), url=public_url)
+
+
+def public_url(link_base: str | None, published_root: str | Path, path: str | Path) -> str | None:
+    """Where `path` is served when `published_root` (the records' `<out>` folder) is at `link_base`."""
+    if not link_base:
+        return None
+    try:
+        rel = Path(path).resolve().relative_to(Path(published_root).resolve())
+    except ValueError:
+        return None   # not under the published folder, so it has no public address
+    return link_base.rstrip("/") + "/" + quote(rel.as_posix())
 
 
 def to_ms(when: datetime | int) -> int:

@@ -292,3 +292,11 @@ def test_is_png() -> None:
     assert dashboards.is_png(png(3, 2))
     assert not dashboards.is_png(b"<html>login</html>")
     assert not dashboards.is_png(dashboards.PNG_SIGNATURE + b"garbage-garbage")
+
+
+def test_public_url_only_under_the_published_root(tmp_path: Path) -> None:
+    picture = tmp_path / "INC-1" / "run 1" / "p99.png"
+    assert dashboards.public_url("https://files.example/incidents/", tmp_path, picture) == \
+        "https://files.example/incidents/INC-1/run%201/p99.png"
+    assert dashboards.public_url(None, tmp_path, picture) is None
+    assert dashboards.public_url("https://files.example", tmp_path / "INC-2", picture) is None
