@@ -208,7 +208,7 @@ def parse_params(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def inspect(notebook: Path) -> dict[str, Param]:
+def notebook_params(notebook: Path) -> dict[str, Param]:
     """The parameters a notebook declares, as papermill reads them; refuses any papermill misses."""
     found = {n: Param(n, str(p["inferred_type_name"]), str(p["default"]), str(p["help"]))
              for n, p in _papermill_params(notebook).items()}
@@ -354,7 +354,7 @@ def validate(spec: RunSpec) -> ValidatedRun:
     """Check steps and parameters against the notebooks; raises UsageError/ParameterError, runs nothing."""
     _check_spec(spec)
     steps = _select(spec)
-    declared = {s.number: inspect(s.notebook) for s in steps}
+    declared = {s.number: notebook_params(s.notebook) for s in steps}
     known = set().union(*declared.values())
     for name in spec.params:
         if name not in known:
