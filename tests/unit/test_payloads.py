@@ -300,3 +300,18 @@ def test_public_url_only_under_the_published_root(tmp_path: Path) -> None:
         "https://files.example/incidents/INC-1/run%201/p99.png"
     assert dashboards.public_url(None, tmp_path, picture) is None
     assert dashboards.public_url("https://files.example", tmp_path / "INC-2", picture) is None
+
+
+def test_rollbook_yaml_sections_drive_the_senders(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rollbook import config as config_module
+
+    monkeypatch.setenv("Y_PD", "yaml-planted-routing-key")
+    monkeypatch.setenv("Y_SLACK", "https://hooks.slack.example/services/T9/B9/yaml-planted-slack")
+    cfg = config_module.parse({"escalation": {
+        "pagerduty": {"routing_key_env": "Y_PD", "severity": "warning", "url": "https://events.eu.pagerduty.com"},
+        "slack": {"webhook_url_env": "Y_SLACK"}}})
+    pd, slack = paging.escalate(cfg, message())
+    assert pd.request.url == "https://events.eu.pagerduty.com/v2/enqueue"
+    assert pd.request.body["payload"]["severity"] == "warning"
+    assert slack.request.url == "https://hooks.slack.example/***"
+    assert "yaml-planted" not in json.dumps([pd.to_dict(), slack.to_dict()])
