@@ -50,7 +50,6 @@ DeploymentKind = Literal["promotion", "rollback"]
 RELEASE_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 READ_SCOPE, WRITE_SCOPE = "evidence:read", "evidence:write"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 8.0
 MAX_BODY_IN_MESSAGE = 300
 
@@ -612,6 +611,7 @@ class MCClient:
         # a POST without an Idempotency-Key could be applied twice, so it gets a single attempt
         attempts = 1 + self.retries if method == "GET" or idempotency_key else 1
         started, last, delay = time.monotonic(), "no attempt made", 0.0
+        failed: httpx.Response | None = None
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 self._sleep(delay)
@@ -622,17 +622,24 @@ class MCClient:
             except httpx.TransportError as e:
                 last, retry_after = f"connection failed ({type(e).__name__}: {self._scrub(str(e))[:120]})", None
             else:
-                if response.status_code not in RETRY_STATUSES:
+                if response.status_code != 429 and response.status_code < 500:
                     return self._parse(response, url), url, response.status_code
-                last, retry_after = self._describe(response), _retry_after(response)
+                failed, last, retry_after = response, self._describe(response), _retry_after(response)
             delay = self._delay(attempt, retry_after)
             log.warning("MC %s %s: %s (attempt %d of %d%s)", method, url, last, attempt, attempts,
                         f", next in {delay:.2f}s" if attempt < attempts else "")
-        elapsed = time.monotonic() - started
-        raise MCUnavailable(
+        raise self._unavailable(method, url, attempts, time.monotonic() - started, last, failed)
+
+    def _unavailable(self, method: str, url: str, attempts: int, elapsed: float, last: str,
+                     failed: httpx.Response | None) -> MCUnavailable:
+        """What was tried and the last answer, if any (its status, MC's code and request id)."""
+        body = self._error_body(failed) if failed is not None else {}
+        return MCUnavailable(
             f"MC did not answer {method} {url} usefully: {attempts} attempt(s) over {elapsed:.1f}s, last: {last}.",
-            url=url, hint="Check MC's health (GET /health) and try again later; until then the evidence gate "
-                          "cannot be evaluated, so do not treat it as passed.")
+            url=url, status=failed.status_code if failed is not None else None, code=body.get("error"),
+            request_id=body.get("request_id") or (failed.headers.get("X-Request-Id") if failed else None),
+            hint="Check MC's health (GET /health) and try again later; until then the evidence gate "
+                 "cannot be evaluated, so do not treat it as passed.")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: exponential backoff, raised to Retry-After (capped)."""

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-
 from rollbook.errors import (
     MCAuthError,
     MCConflict,
@@ -362,7 +361,7 @@ def test_concurrent_attaches_are_all_kept(mc: MCServer) -> None:
         try:
             with make_client(mc) as c:
                 c.attach(NEW, {"name": f"note-{n}", "type": "generic", "digest": "sha256:" + f"{n:02d}" * 32})
-        except BaseException as e:  # collected and asserted below, a thread cannot fail the test itself
+        except BaseException as e:  # noqa: BLE001 - collected and asserted below; a thread cannot fail the test
             errors.append(e)
 
     threads = [threading.Thread(target=attach, args=(n,)) for n in range(16)]

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from rollbook.errors import (
     ConfigError,
     MCAuthError,
@@ -262,6 +261,15 @@ def test_timeouts_end_in_mc_unavailable_after_bounded_retries() -> None:
     assert len(rec.requests) == 4 and slept == [0.25, 0.5, 1.0]
     assert "4 attempt(s)" in str(err.value) and "timed out" in str(err.value)
     assert isinstance(err.value, Retryable)
+
+
+def test_any_5xx_is_retried_then_unavailable_with_mc_code() -> None:
+    rec = Recorder(httpx.Response(501, json=error_body("internal_error", "not implemented here")))
+    slept: list[float] = []
+    with pytest.raises(MCUnavailable, match=r"3 attempt\(s\).*HTTP 501 internal_error") as err:
+        client(rec, slept, retries=2, backoff=0.1).verdict(REL)
+    assert len(rec.requests) == 3 and slept == [0.1, 0.2]
+    assert (err.value.status, err.value.code, err.value.request_id) == (501, "internal_error", "req-42")
 
 
 def test_connection_errors_end_in_mc_unavailable() -> None:
