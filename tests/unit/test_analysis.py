@@ -193,3 +193,13 @@ def test_runs_sorted_like_the_plugin() -> None:
     v = build_view(rollout(), analysisruns=[older, retry, first])
     assert [r.name for r in v.analysis_runs] == ["api-b-7-0", "api-b-7-0.1", "api-aaa-6-0"]
     assert [r.name for r in v.canary_runs] == ["api-b-7-0.1", "api-b-7-0"]  # newest first
+
+
+def test_analysisrun_command_names_the_selector_that_works() -> None:
+    from rollbook.cluster import analysisrun_command
+
+    assert analysisrun_command("prod", "6d4f8b7c9") == (
+        "kubectl get analysisrun -n prod -l rollouts-pod-template-hash=6d4f8b7c9")
+    assert analysisrun_command("prod", "6d4f8b7c9", "rollout=api") == (
+        "kubectl get analysisrun -n prod -l rollouts-pod-template-hash=6d4f8b7c9,rollout=api")
+    assert analysisrun_command("prod", None) == "kubectl get analysisrun -n prod"

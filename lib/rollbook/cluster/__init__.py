@@ -1,7 +1,12 @@
 """The cluster read model and actions: the only part of rollbook that talks to Kubernetes."""
 
 from rollbook.cluster.actions import ActionResult, NoRevision, SentRequest, StaleRollout, abort, retry, undo
-from rollbook.cluster.analysis import build_analysis_run, parse_abort_message, parse_number
+from rollbook.cluster.analysis import (
+    analysisrun_command,
+    build_analysis_run,
+    parse_abort_message,
+    parse_number,
+)
 from rollbook.cluster.connect import Cluster, Stats, connect
 from rollbook.cluster.models import (
     AbortInfo,
@@ -30,7 +35,7 @@ from rollbook.cluster.rollout import (
 __all__ = [
     "AbortInfo", "ActionResult", "AnalysisRunInfo", "Cluster", "ContainerInfo", "EventInfo", "ImageInfo",
     "Measurement", "MetricResult", "NoRevision", "PodInfo", "ReplicaSetInfo", "RolloutSummary", "RolloutView",
-    "SentRequest", "StaleRollout", "Stats", "WaitTimeout", "abort", "build_analysis_run", "build_view",
+    "SentRequest", "StaleRollout", "Stats", "WaitTimeout", "abort", "analysisrun_command", "build_analysis_run", "build_view",
     "connect", "derive_phase", "list_rollouts", "parse_abort_message", "parse_number", "pod_logs",
     "read_rollout", "retry", "undo", "wait_for", "wait_for_rollout",
 ]

@@ -236,3 +236,9 @@ def build_analysis_runs(rollout: Mapping[str, Any], runs: Iterable[Mapping[str, 
     infos.sort(key=lambda a: a.name, reverse=True)
     infos.sort(key=lambda a: (-a.revision, a.creation_timestamp or ""))
     return tuple(infos)
+
+
+def analysisrun_command(namespace: str, pod_hash: str | None, extra_selector: str | None = None) -> str:
+    """The kubectl command that really lists a rollout's runs (``-l rollout=NAME`` only works if configured)."""
+    selector = ",".join(s for s in (f"{HASH_LABEL}={pod_hash}" if pod_hash else "", extra_selector or "") if s)
+    return f"kubectl get analysisrun -n {namespace}" + (f" -l {selector}" if selector else "")
