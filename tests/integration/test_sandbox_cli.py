@@ -1,0 +1,172 @@
+"""`Sandbox` and `rollbook sandbox`: state files, readiness, real clients, clean shutdown on signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from rollbook.sandbox.server import Sandbox
+
+FIXTURES = Path("/work/shared/fixtures/argo-rollouts")
+READY_KEYS = {"kube_url", "mc_url", "kubeconfig", "scenario", "pid", "rollouts"}
+
+
+def env_exports(env_sh: Path) -> dict[str, str]:
+    """The variables env.sh exports, as a shell would see them."""
+    out = subprocess.run(["bash", "-c", f"source {env_sh} && env -0"], capture_output=True, check=True, timeout=10)
+    return dict(line.split("=", 1) for line in out.stdout.decode().split("\0") if "=" in line)
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def test_start_is_fast_and_writes_the_state_files(tmp_path: Path) -> None:
+    began = time.perf_counter()
+    with Sandbox("evidence-gap", tmp_path / "state") as sb:
+        elapsed = time.perf_counter() - began
+        assert elapsed < 0.5 and sb.startup_seconds <= elapsed
+        ready = json.loads(sb.ready_file.read_text())
+        assert READY_KEYS <= set(ready) and ready["pid"] == os.getpid() and ready["scenario"] == "evidence-gap"
+        assert ready["rollouts"] == [{"namespace": "prod", "name": "api"}]
+        assert ready["kube_url"] == sb.kube_url and sb.kube_url.startswith("https://127.0.0.1:")
+        assert ready["mc_url"] == sb.mc_url and sb.mc_url.startswith("http://127.0.0.1:")
+        env = env_exports(sb.env_file)
+        assert env["KUBECONFIG"] == str(sb.kubeconfig) and Path(env["KUBECONFIG"]).is_absolute()
+        assert env["ROLLBOOK_MC_URL"] == sb.mc_url
+        token_file = Path(env["ROLLBOOK_MC_TOKEN_FILE"])
+        assert token_file.is_absolute() and token_file.read_text().strip() == sb.mc_read_token
+        for secret in (token_file, sb.mc_write_token_file, sb.kubeconfig):
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        kc = yaml.safe_load(sb.kubeconfig.read_text())
+        assert kc["current-context"] == "sandbox"
+        assert {c["name"] for c in kc["contexts"]} >= {"sandbox", "sandbox-viewer"}
+        ready_file = sb.ready_file
+    assert not ready_file.exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{ready['mc_url']}/health", timeout=2)
+
+
+def test_operator_and_viewer_contexts_through_the_real_client(sandbox: Sandbox) -> None:
+    viewer = client.CustomObjectsApi(config.new_client_from_config(str(sandbox.kubeconfig), context="sandbox-viewer"))
+    items = viewer.list_cluster_custom_object("argoproj.io", "v1alpha1", "rollouts", _request_timeout=5)["items"]
+    assert [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items] == [("prod", "api")]
+    with pytest.raises(ApiException) as e:
+        viewer.patch_namespaced_custom_object_status("argoproj.io", "v1alpha1", "prod", "rollouts", "api",
+                                                     {"status": {"abort": False}}, _request_timeout=5)
+    assert e.value.status == 403
+    operator = client.CoreV1Api(config.new_client_from_config(str(sandbox.kubeconfig)))   # default context
+    pods = operator.list_namespaced_pod("prod", _request_timeout=5).items
+    assert len(pods) == 4
+
+
+def test_mc_token_file_reads_the_verdict(sandbox: Sandbox) -> None:
+    env = env_exports(sandbox.env_file)
+    token = Path(env["ROLLBOOK_MC_TOKEN_FILE"]).read_text().strip()
+    r = httpx.get(f"{env['ROLLBOOK_MC_URL']}/api/v1/releases/api-1.42.0/evidence-status",
+                  params={"environment": "production"}, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert r.status_code == 200 and r.json()["reason"] == "missing required evidence: test-report (junit)"
+
+
+def test_a_folder_without_mc_yaml_starts(sandbox_factory: Callable[..., Sandbox]) -> None:
+    sb = sandbox_factory(FIXTURES / "rollout-aborted")
+    ready = json.loads(sb.ready_file.read_text())
+    assert ready["scenario"] == "rollout-aborted"
+    assert ready["rollouts"] == [{"namespace": "default", "name": "rollout-background-analysis"}]
+    assert httpx.get(f"{sb.mc_url}/health", timeout=5).json() == {"status": "ok"}
+
+
+def test_each_builtin_starts_well_under_a_second(sandbox_factory: Callable[..., Sandbox]) -> None:
+    for name in ("evidence-gap", "slo-regression", "rollback-loop", "release-mismatch", "evidence-lost",
+                 "mc-errors", "healthy"):
+        sb = sandbox_factory(name)
+        assert sb.startup_seconds < 0.5, (name, sb.startup_seconds)
+        sb.stop()
+
+
+# --------------------------------------------------------------------------- `rollbook sandbox` as a process
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start `rollbook sandbox ...` processes; any still running at teardown is killed (by its own pid)."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-m", "rollbook.cli", "sandbox", *args], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def wait_ready(state: Path, proc: subprocess.Popen[str], timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (state / "ready.json").exists():
+            return dict(json.loads((state / "ready.json").read_text()))
+        if proc.poll() is not None:
+            pytest.fail(f"rollbook sandbox exited early ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)
+    pytest.fail(f"no ready.json in {state} after {timeout}s")
+
+
+def test_rollbook_sandbox_serves_until_sigterm(tmp_path: Path, run_cli: Callable[..., subprocess.Popen[str]]) -> None:
+    state = tmp_path / "state"
+    proc = run_cli("--scenario", "slo-regression", "--state-dir", str(state))
+    ready = wait_ready(state, proc)
+    assert ready["pid"] == proc.pid and ready["scenario"] == "slo-regression"
+    line = proc.stdout.readline() if proc.stdout else ""
+    assert f"source {state.resolve() / 'env.sh'}" in line and "kubectl get rollouts -A" in line
+    api = client.CustomObjectsApi(config.new_client_from_config(ready["kubeconfig"], context="sandbox"))
+    ro = api.get_namespaced_custom_object("argoproj.io", "v1alpha1", "payments", "rollouts", "payments-api",
+                                          _request_timeout=5)
+    assert ro["status"]["phase"] == "Degraded"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert not (state / "ready.json").exists()
+
+
+@pytest.mark.kubectl
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_works_with_env_sh_and_sigint_stops(tmp_path: Path,
+                                                    run_cli: Callable[..., subprocess.Popen[str]]) -> None:
+    state = tmp_path / "state"
+    proc = run_cli("--state-dir", str(state))
+    wait_ready(state, proc)
+    env = {**os.environ, **env_exports(state / "env.sh")}
+    out = subprocess.run(["kubectl", "get", "rollouts", "-A", "--request-timeout=10s"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "prod" in out.stdout and "api" in out.stdout
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    assert not (state / "ready.json").exists()
+
+
+def test_unknown_scenario_exits_2_listing_builtins(tmp_path: Path,
+                                                   run_cli: Callable[..., subprocess.Popen[str]]) -> None:
+    proc = run_cli("--scenario", "nope", "--state-dir", str(tmp_path / "state"))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "nope" in err and "evidence-gap" in err and "healthy" in err
+    assert not (tmp_path / "state" / "ready.json").exists()
