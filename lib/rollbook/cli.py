@@ -31,6 +31,72 @@ def sandbox(scenario: str, state_dir: Path, port: int) -> None:
     _guard(lambda: serve(scenario=scenario, state_dir=state_dir, port=port))
 
 
+@main.command("run")
+@click.option("--incident", required=True, envvar="ROLLBOOK_INCIDENT", help="Incident id, e.g. INC-1234.")
+@click.option("--namespace", "-n", required=True, envvar="ROLLBOOK_NAMESPACE", help="Namespace of the Rollout.")
+@click.option("--rollout", required=True, envvar="ROLLBOOK_ROLLOUT", help="Name of the Argo Rollout.")
+@click.option("--context", default=None, envvar="ROLLBOOK_CONTEXT", help="Kube context (default: current).")
+@click.option("--mc-url", default=None, envvar="ROLLBOOK_MC_URL", help="Mission Control base URL.")
+@click.option("--release-id", default=None, help="Expected release id of the canary (cross-checked in step 3).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
+              help="Folder of incident records.")
+@click.option("--steps", "steps_", default=None, help="Steps to run, e.g. 1,2,3 (default: all).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A notebook parameter (repeatable).")
+@click.option("--approve-retry", is_flag=True, help="Allow step 4 to send the retry when its preconditions hold.")
+@click.option("--approve-undo", is_flag=True, help="Allow step 4 to send the undo recommended for an SLO regression.")
+@click.option("--approver", default=None, help="Who approved the mutation (required with --approve-*).")
+@click.option("--ticket", default=None, help="Ticket of the approval (required with --approve-*).")
+@click.option("--config", default=None, envvar="ROLLBOOK_CONFIG", help="rollbook.yaml (services, contexts).")
+@click.option("--runbooks", type=click.Path(path_type=Path), default=None, help="Folder of step notebooks.")
+@click.option("--step-timeout", type=float, default=600.0, show_default=True, help="Wall-clock bound per step (s).")
+def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc_url: str | None,
+            release_id: str | None, out: Path, steps_: str | None, params: tuple[str, ...], approve_retry: bool,
+            approve_undo: bool, approver: str | None, ticket: str | None, config: str | None,
+            runbooks: Path | None, step_timeout: float) -> None:
+    """Run the playbook's step notebooks headless and write one incident record."""
+    from rollbook import app, runner
+
+    def body() -> None:
+        extra: dict[str, object] = dict(runner.parse_params(params))
+        if approve_undo:
+            extra["approve_undo"] = True
+        if config:
+            extra["config"] = config
+        if (approve_retry or approve_undo) and not (approver and ticket):
+            raise runner.UsageError("--approve-retry/--approve-undo need --approver and --ticket.",
+                                    hint="Say who approved it and under which ticket; both are recorded.")
+        spec = runner.RunSpec(
+            incident=incident, namespace=namespace, rollout=rollout, context=context, mc_url=mc_url,
+            release_id=release_id, out=out, steps=runner.parse_steps(steps_) if steps_ else None, params=extra,
+            approve_retry=approve_retry, approver=approver, ticket=ticket,
+            runbooks_dir=runbooks or app.default_runbooks(), step_timeout=step_timeout)
+        result = app.run(spec, config=config)
+        _finish(result)
+
+    _guard(body)
+
+
+@main.command()
+@click.option("--scenario", default="evidence-gap", show_default=True, help="Built-in scenario or YAML folder.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True)
+@click.option("--no-approve", is_flag=True, help="Run without approving the retry (step 4 stays a dry run).")
+def demo(scenario: str, out: Path, no_approve: bool) -> None:
+    """Start a sandbox, run the whole playbook against it, print the summary and the record's path."""
+    from rollbook import app
+
+    _guard(lambda: _finish(app.demo(scenario, out=out, approve=not no_approve)))
+
+
+def _finish(result: "object") -> None:
+    """Print the summary and the record's path; exit with the run's code."""
+    run_dir = getattr(result, "record_dir")
+    summary = Path(run_dir) / "summary.md"
+    if summary.is_file():
+        click.echo(summary.read_text(encoding="utf-8"))
+    click.echo(f"Incident record: {run_dir}")
+    sys.exit(int(getattr(result, "exit_code")))
+
+
 def _guard(fn: "object") -> None:
     """Run a command body; turn our errors into a readable message and their exit code."""
     try:

@@ -1,0 +1,359 @@
+"""What the playbook asks of the read model, answered from the objects alone (pure functions).
+
+Nothing here knows a scenario's name: every finding comes from the Rollout, its ReplicaSets, pods and
+AnalysisRuns (and MC's answers, passed in). The step notebooks call these through `rollbook.steps`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from rollbook.cluster.models import AnalysisRunInfo, MetricResult, PodInfo, ReplicaSetInfo, RolloutView
+from rollbook.evidence import Verdict, parse_verdict
+
+Trigger = Literal["evidence", "slo", "evidence+slo", "error", "other", "none"]
+MetricKind = Literal["evidence", "slo", "other"]
+
+HASH_LABEL = "rollouts-pod-template-hash"
+SLO_PROVIDERS = ("prometheus", "datadog", "newRelic", "wavefront", "influxdb", "cloudWatch", "graphite",
+                 "kayenta", "skywalking")
+ESCALATE_AFTER = timedelta(minutes=15)
+_RETRY_SUFFIX = re.compile(r"\.(\d+)$")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 timestamp as an aware datetime, None when absent or unparsable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with a Z, as Kubernetes writes it."""
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- metrics and triggers
+
+
+def metric_spec(run: AnalysisRunInfo, name: str) -> dict[str, Any]:
+    """The run's spec entry of one metric (provider, conditions, limits)."""
+    for metric in (run.raw.get("spec") or {}).get("metrics") or []:
+        if metric.get("name") == name:
+            return dict(metric)
+    return {}
+
+
+def metric_kind(run: AnalysisRunInfo, metric: MetricResult) -> MetricKind:
+    """Evidence gate (a web call to MC's evidence-status, or the playbook's metric name), SLO, or other."""
+    provider = metric_spec(run, metric.name).get("provider") or {}
+    web = provider.get("web") or {}
+    if metric.name == "mc-evidence-ok" or "evidence" in str(web.get("url", "")):
+        return "evidence"
+    if metric.provider in SLO_PROVIDERS or any(p in provider for p in SLO_PROVIDERS):
+        return "slo"
+    return "other"
+
+
+def failing(run: AnalysisRunInfo) -> tuple[MetricResult, ...]:
+    """Metric results whose phase is Failed or Error."""
+    return tuple(m for m in run.metric_results if m.phase in ("Failed", "Error"))
+
+
+def trigger_of(run: AnalysisRunInfo | None) -> Trigger:
+    """Which trigger fired: evidence, slo, both, an Error rather than a Failure, or none."""
+    if run is None:
+        return "none"
+    bad = failing(run)
+    if not bad:
+        return "none" if run.phase not in ("Failed", "Error") else "other"
+    failed = [m for m in bad if m.phase == "Failed"]
+    if not failed:
+        return "error"
+    kinds = {metric_kind(run, m) for m in failed}
+    if kinds == {"evidence", "slo"} or kinds >= {"evidence", "slo"}:
+        return "evidence+slo"
+    if "evidence" in kinds:
+        return "evidence"
+    if "slo" in kinds:
+        return "slo"
+    return "other"
+
+
+def failed_run(view: RolloutView) -> AnalysisRunInfo | None:
+    """The run that aborted the canary: the newest Failed/Error run of the canary's pod hash."""
+    bad = [r for r in view.canary_runs if r.phase in ("Failed", "Error")]
+    if bad:
+        return bad[0]
+    return None
+
+
+def latest_run(view: RolloutView) -> AnalysisRunInfo | None:
+    """The newest run of the canary's pod hash, whatever its phase."""
+    runs = view.canary_runs
+    return runs[0] if runs else None
+
+
+def evidence_metric(run: AnalysisRunInfo | None) -> MetricResult | None:
+    """The evidence gate's metric result in a run, if it has one."""
+    if run is None:
+        return None
+    return next((m for m in run.metric_results if metric_kind(run, m) == "evidence"), None)
+
+
+@dataclass(frozen=True)
+class EvidenceInRun:
+    """What the AnalysisRun itself says about MC: the verdict in the last measurement, or why not."""
+
+    metric: str | None
+    phase: str | None
+    value: str | None
+    verdict: Verdict | None
+    reason: str | None
+    reason_lost: bool
+    error_message: str | None
+    json_path: str | None
+    explanation: str
+
+
+def evidence_in_run(run: AnalysisRunInfo | None) -> EvidenceInRun:
+    """Read MC's reason out of the web measurement's value (the only place Argo keeps it)."""
+    metric = evidence_metric(run)
+    if run is None or metric is None:
+        return EvidenceInRun(None, None, None, None, None, False, None, None,
+                             "No evidence-gate metric in the run.")
+    web = (metric_spec(run, metric.name).get("provider") or {}).get("web") or {}
+    json_path = web.get("jsonPath")
+    last = metric.last
+    value = last.value if last else None
+    verdict = last.verdict if last else None
+    if verdict is None and value:
+        try:
+            verdict = parse_verdict(value)
+        except Exception:  # noqa: BLE001 - a malformed value is reported below, never fatal
+            verdict = None
+    error_message = (last.message if last else None) or metric.message
+    if verdict is not None:
+        return EvidenceInRun(metric.name, metric.phase, value, verdict, verdict.reason, False, error_message,
+                             json_path, "MC's reason was read from the measurement value.")
+    lost = value is not None and value.strip().lower() in ("true", "false")
+    if lost:
+        why = (f"The template's jsonPath {json_path or '(unknown)'} kept only `{value}`: MC's reason was lost "
+               "in the AnalysisRun; it must come from MC directly.")
+    elif error_message:
+        why = f"The measurement errored ({error_message}); MC gave no verdict to Argo."
+    else:
+        why = "The measurement carries no MC verdict."
+    return EvidenceInRun(metric.name, metric.phase, value, None, None, lost, error_message, json_path, why)
+
+
+def run_args(run: AnalysisRunInfo | None) -> dict[str, str]:
+    """The run's literal args (valueFrom ones are left out)."""
+    if run is None:
+        return {}
+    return {str(a.get("name")): str(a["value"]) for a in (run.raw.get("spec") or {}).get("args") or []
+            if "value" in a}
+
+
+def metric_rows(run: AnalysisRunInfo) -> list[dict[str, Any]]:
+    """One row per metric: phase, counts, the last measurement's value or message, kind."""
+    rows = []
+    for m in run.metric_results:
+        last = m.last
+        rows.append({
+            "metric": m.name, "kind": metric_kind(run, m), "provider": m.provider, "phase": m.phase,
+            "count": m.count, "successful": m.successful, "failed": m.failed, "error": m.error,
+            "inconclusive": m.inconclusive,
+            "last value": _short(last.value) if last else None,
+            "last message": (last.message if last else None) or m.message,
+            "condition": metric_spec(run, m.name).get("successCondition")
+            or metric_spec(run, m.name).get("failureCondition"),
+        })
+    return rows
+
+
+def measurement_rows(run: AnalysisRunInfo) -> list[dict[str, Any]]:
+    """Every kept measurement of every metric (Argo keeps at most 10 per metric)."""
+    return [
+        {"metric": m.name, "phase": x.phase, "value": _short(x.value), "message": x.message,
+         "started": x.started_at, "finished": x.finished_at}
+        for m in run.metric_results for x in m.measurements
+    ]
+
+
+def _short(value: str | None, limit: int = 160) -> str | None:
+    if value is None:
+        return None
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- selectors
+
+
+def selector_advice(view: RolloutView, run: AnalysisRunInfo | None) -> dict[str, Any]:
+    """Whether the playbook's `-l rollout=<name>` works here, and the command that does."""
+    labelled = [r.name for r in view.analysis_runs if r.labels.get("rollout") == view.name]
+    hash_ = (run.pod_template_hash if run else None) or view.canary_hash
+    works = f"kubectl get analysisrun -n {view.namespace} -l {HASH_LABEL}={hash_}" if hash_ else None
+    playbook = f"kubectl get analysisrun -n {view.namespace} -l rollout={view.name}"
+    return {
+        "playbook_selector_works": bool(labelled),
+        "playbook_command": playbook,
+        "working_command": playbook if labelled else works,
+        "detail_command": (f"kubectl get analysisrun {run.name} -n {view.namespace} "
+                           "-o jsonpath='{.status.metricResults[*]}'") if run else None,
+        "runs_with_rollout_label": len(labelled),
+    }
+
+
+# --------------------------------------------------------------------------- rollback state
+
+
+def rs_images(rs: ReplicaSetInfo | None) -> tuple[str, ...]:
+    """Images of a ReplicaSet's pod template."""
+    return rs.images if rs else ()
+
+
+def image_tag(image: str | None) -> str | None:
+    """The tag of an image reference (after the last ':' of the last path part), or None."""
+    if not image:
+        return None
+    last = image.rsplit("/", 1)[-1].split("@", 1)[0]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def rollback_complete(view: RolloutView) -> tuple[bool, list[str]]:
+    """Traffic back on stable: weight 0 and the canary scaled down, stable fully available."""
+    problems = []
+    canary, stable = view.canary_rs, view.stable_rs
+    if view.set_weight not in (None, 0) and view.aborted:
+        problems.append(f"canary weight is still {view.set_weight}")
+    if canary is not None and stable is not None and canary.uid != stable.uid and canary.available > 0:
+        problems.append(f"canary ReplicaSet {canary.name} still has {canary.available} available pod(s)")
+    if stable is None:
+        problems.append("no stable ReplicaSet found")
+    elif stable.available < stable.desired or stable.desired == 0:
+        problems.append(f"stable ReplicaSet {stable.name} has {stable.available}/{stable.desired} available")
+    return not problems, problems
+
+
+def progressing_condition(view: RolloutView) -> dict[str, Any]:
+    """The Rollout's Progressing condition (reason RolloutAborted after an abort)."""
+    for cond in (view.raw.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Progressing":
+            return dict(cond)
+    return {}
+
+
+def pod_rows(pods: tuple[PodInfo, ...]) -> list[dict[str, Any]]:
+    """Pods as a table: status, ready, restarts, images, release-id, probes."""
+    return [
+        {"pod": p.name, "status": p.status, "ready": p.ready, "restarts": p.restarts,
+         "images": ", ".join(p.images), "release-id": p.release_id,
+         "readiness probe": all(c.readiness_probe for c in p.containers) if p.containers else False,
+         "liveness probe": all(c.liveness_probe for c in p.containers) if p.containers else False}
+        for p in pods
+    ]
+
+
+def replicaset_rows(view: RolloutView) -> list[dict[str, Any]]:
+    """ReplicaSets highest revision first, tagged as the plugin does."""
+    return [
+        {"revision": rs.revision, "replicaset": rs.name, "tags": ",".join(rs.tags), "status": rs.status,
+         "desired": rs.desired, "available": rs.available, "images": ", ".join(rs.images),
+         "release-id": rs.release_id}
+        for rs in sorted(view.replicasets, key=lambda r: -r.revision)
+    ]
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def canary_release_id(view: RolloutView) -> tuple[str | None, str]:
+    """The canary's release-id: live pods if any, else its ReplicaSet's template, else the Rollout's."""
+    canary = view.canary_rs
+    if canary is not None:
+        live = sorted({p.release_id for p in canary.pods if p.release_id})
+        if len(live) == 1:
+            return live[0], f"live canary pods of {canary.name}"
+        if canary.release_id:
+            return canary.release_id, f"pod template of canary ReplicaSet {canary.name}"
+    label = view.template_labels.get("release-id")
+    if label:
+        return label, f"spec.template of Rollout {view.name}"
+    return None, "no release-id label on canary pods, canary ReplicaSet or Rollout template"
+
+
+# --------------------------------------------------------------------------- loops and escalation
+
+
+def retry_number(run_name: str) -> int:
+    """The collision suffix Argo adds on a retry: `.1`, `.2`; 0 for the first run."""
+    m = _RETRY_SUFFIX.search(run_name)
+    return int(m.group(1)) if m else 0
+
+
+@dataclass(frozen=True)
+class LoopInfo:
+    """Aborts of the same revision: how many runs failed, how many were retries."""
+
+    revision: int | None
+    failed_runs: tuple[str, ...]
+    retries: int
+    looping: bool
+
+
+def loop_info(view: RolloutView, *, threshold: int = 2) -> LoopInfo:
+    """A rollback loop: the same revision failed its analysis `threshold` or more times."""
+    rev = view.canary_revision
+    runs = [r for r in view.analysis_runs if r.pod_template_hash == view.canary_hash
+            and r.phase in ("Failed", "Error") and (rev is None or r.revision in (0, rev))]
+    retries = max((retry_number(r.name) for r in runs), default=0)
+    return LoopInfo(rev, tuple(sorted(r.name for r in runs)), retries, len(runs) >= threshold)
+
+
+def escalation_deadline(aborted_at: datetime | None, incident_start: datetime | None) -> datetime | None:
+    """15 minutes from the abort or the incident start, whichever is earlier."""
+    starts = [t for t in (aborted_at, incident_start) if t is not None]
+    return min(starts) + ESCALATE_AFTER if starts else None
+
+
+def stable_health(view: RolloutView, baseline_restarts: dict[str, int] | None = None) -> dict[str, Any]:
+    """Stable pods Ready and available, restarts (and new ones since a baseline snapshot)."""
+    stable = view.stable_rs
+    pods = stable.pods if stable else ()
+    ready = sum(1 for p in pods if p.is_ready)
+    new_restarts = {}
+    if baseline_restarts is not None:
+        for p in pods:
+            before = baseline_restarts.get(p.name)
+            if before is not None and p.restarts > before:
+                new_restarts[p.name] = p.restarts - before
+    return {
+        "replicaset": stable.name if stable else None,
+        "desired": stable.desired if stable else 0,
+        "available": stable.available if stable else 0,
+        "pods": len(pods), "ready": ready,
+        "all_ready": bool(pods) and ready == len(pods) and (stable.available >= stable.desired if stable else False),
+        "restarts": {p.name: p.restarts for p in pods},
+        "new_restarts": new_restarts,
+        "missing_pods": sorted(set(baseline_restarts or {}) - {p.name for p in pods}),
+    }
+
+
+def now_utc() -> datetime:
+    """The current time (one place, so tests can reason about it)."""
+    return datetime.now(UTC)
+
+
+def compact(obj: Any) -> str:
+    """Compact JSON for tables."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, default=str)

@@ -1,0 +1,106 @@
+"""Step 6 — verify before close-out: stable pods on the previous image and healthy, MC's bundle, the ticket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollbook import diagnosis as dx
+from rollbook.cluster import RolloutView
+from rollbook.errors import EvidenceError
+from rollbook.steps.core import Incident, Outcome
+from rollbook.steps.escalate import baseline_restarts
+
+
+def expected_production(view: RolloutView) -> tuple[str | None, str]:
+    """Which release MC should show as current: the stable ReplicaSet's (prior release, or the promoted one)."""
+    stable = view.stable_rs
+    if stable is None:
+        return None, "no stable ReplicaSet"
+    return stable.release_id, f"release-id of stable ReplicaSet {stable.name} (revision {stable.revision})"
+
+
+def mc_current(incident: Incident, service: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """MC's current production evidence bundle for the service, or why not."""
+    if not service:
+        return None, "the service is unknown (MC does not know the release)"
+    try:
+        b = incident.mc.current(service, incident.environment)
+    except EvidenceError as e:
+        return None, str(e)
+    return {"service": b.service, "release_id": b.current.release_id, "kind": b.current.kind,
+            "evidence_ok": b.current.evidence_ok, "since": str(b.current.since) if b.current.since else None,
+            "previous": b.previous.release_id if b.previous else None}, None
+
+
+def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | None, current: dict[str, Any] | None,
+           mc_problem: str | None) -> Outcome:
+    """Every close-out check, each a fact; the verdict passes only when all hold."""
+    stable, previous = view.stable_rs, view.previous_rs
+    health = dx.stable_health(view, baseline)
+    promoted = view.phase == "Healthy" and view.stable_hash == view.canary_hash
+    pod_images = sorted({i for p in (stable.pods if stable else ()) for i in p.images})
+    on_stable_image = bool(stable) and bool(pod_images) and set(pod_images) <= set(stable.images)
+    probes = [all(c.readiness_probe for c in p.containers) for p in (stable.pods if stable else ())]
+    checks = {
+        "stable pods run the stable image": on_stable_image,
+        "stable is the previous release" if not promoted else "stable is the promoted release":
+            (view.stable_is_previous is not False) if not promoted else True,
+        "stable pods Ready and available": health["all_ready"],
+        "no new restarts since the snapshot": not health["new_restarts"] and not health["missing_pods"],
+        "MC shows the expected release as current production":
+            bool(current) and expected is not None and current.get("release_id") == expected,
+    }
+    facts = {"checks": checks, "stable_replicaset": stable.name if stable else None,
+             "stable_images": list(stable.images) if stable else [], "stable_image_tag":
+             dx.image_tag(stable.images[0]) if stable and stable.images else None,
+             "previous_replicaset": previous.name if previous else None, "pod_images": pod_images,
+             "readiness_probes_defined": all(probes) if probes else False, "stable_health": health,
+             "expected_current_release": expected, "mc_current": current, "mc_problem": mc_problem,
+             "promoted": promoted}
+    ok = all(checks.values())
+    failed = [k for k, v in checks.items() if not v]
+    findings = {"closeout_ok": ok, "mc_current_release": current.get("release_id") if current else None}
+    if ok:
+        return Outcome(6, "verify-closeout", "pass",
+                       f"Close-out verified: stable {facts['stable_replicaset']} on {', '.join(facts['stable_images'])}, "
+                       f"{health['ready']}/{health['pods']} Ready, MC current = {expected}.", facts, findings)
+    return Outcome(6, "verify-closeout", "fail", f"Not ready to close: {'; '.join(failed)}.", facts, findings)
+
+
+def ticket_text(view: RolloutView, outcome: Outcome, earlier: dict[str, Any]) -> str:
+    """The ticket update: cause, remediation, AnalysisRun summary, state at close."""
+    f = earlier.get("findings") or {}
+    steps = {s.get("name"): s for s in earlier.get("steps") or []}
+    rem = steps.get("remediate-and-retry") or {}
+    run = next((r for r in view.analysis_runs if r.name == f.get("analysis_run")), None)
+    lines = [
+        f"Rollout {view.namespace}/{view.name}, revision {f.get('canary_revision') or view.canary_revision}: "
+        f"canary aborted by its analysis gate.",
+        f"Cause: trigger {f.get('trigger')}, failed metrics {', '.join(f.get('failed_metrics') or []) or '-'}; "
+        f"MC reason: {f.get('mc_reason') or '-'}.",
+        f"AnalysisRun: {f.get('analysis_run') or '-'} ({run.phase + ', ' + run.summary if run else 'no longer in the cluster'}).",
+        f"Release identity: canary {f.get('release_id')}, evidence {f.get('evidence_release_id')} "
+        f"(ok: {f.get('release_identity_ok')}).",
+        f"Remediation: {rem.get('reason') or 'none recorded'}",
+        f"State at close: {view.phase}; stable {outcome.facts.get('stable_replicaset')} "
+        f"({', '.join(outcome.facts.get('stable_images') or [])}); MC current "
+        f"{(outcome.facts.get('mc_current') or {}).get('release_id')}; close-out {'verified' if outcome.verdict == 'pass' else 'NOT verified'}.",
+    ]
+    return "\n".join(lines)
+
+
+def run(incident: Incident) -> tuple[RolloutView, Outcome, str]:
+    """Read, ask MC for the current bundle, verify, write the ticket text."""
+    view = incident.view()
+    expected, _ = expected_production(view)
+    service = None
+    if expected:
+        try:
+            service = incident.mc.release(expected).service
+        except EvidenceError:
+            service = None
+    current, problem = mc_current(incident, service)
+    outcome = verify(view, baseline_restarts(incident), expected, current, problem)
+    text = ticket_text(view, outcome, incident.earlier())
+    outcome.facts["ticket_text"] = text
+    return view, outcome, text

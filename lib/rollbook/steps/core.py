@@ -1,0 +1,145 @@
+"""What every step notebook shares: the incident's connections, the outcome type, display helpers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from rollbook import config as config_mod
+from rollbook import record
+from rollbook.cluster import Cluster, RolloutView, connect, read_rollout
+from rollbook.errors import ConfigError, UsageError
+from rollbook.evidence import MCClient
+
+StepVerdict = Literal["pass", "fail", "needs_human", "escalate", "skip"]
+ENV_NAMESPACE, ENV_ROLLOUT = "ROLLBOOK_NAMESPACE", "ROLLBOOK_ROLLOUT"
+
+
+@dataclass
+class Incident:
+    """One incident's target and lazily opened connections (read identity, action identity, MC)."""
+
+    namespace: str
+    rollout: str
+    context: str | None = None
+    mc_url: str | None = None
+    run_dir: Path | None = None
+    incident: str | None = None
+    config: config_mod.Config = field(default_factory=config_mod.Config)
+    environment: str = "production"
+
+    @cached_property
+    def cluster(self) -> Cluster:
+        """The read-only identity (the `--context`, else the config's read_context, else current)."""
+        return connect(self.context or self.config.read_context, self.config.kubeconfig)
+
+    @cached_property
+    def action_cluster(self) -> Cluster:
+        """The identity for mutations: the config's action_context when set, else the read identity."""
+        if self.config.action_context:
+            return connect(self.config.action_context, self.config.kubeconfig)
+        return self.cluster
+
+    @cached_property
+    def mc(self) -> MCClient:
+        """The MC client; the token comes from the environment or a file, never a parameter."""
+        token = self.config.mc.secret.value()
+        url = self.mc_url or self.config.mc.url
+        if token is None:
+            return MCClient.from_env(url)
+        from rollbook.evidence import Secret
+
+        if not url:
+            raise ConfigError("No Mission Control URL.", hint="Pass --mc-url or set ROLLBOOK_MC_URL.")
+        return MCClient(url, Secret(token))
+
+    def view(self) -> RolloutView:
+        """Read the Rollout and its own objects now."""
+        return read_rollout(self.cluster, self.namespace, self.rollout)
+
+    def earlier(self) -> dict[str, Any]:
+        """Results of the steps already run in this run (empty outside a run)."""
+        if self.run_dir is None:
+            return {"steps": [], "findings": {}}
+        return record.read_results(self.run_dir)
+
+    def snapshot_object(self, name: str) -> Any:
+        """An object captured into snapshot/ at the start of the run, or None."""
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / "snapshot" / f"{name}.json"
+        if not path.is_file():
+            return None
+        import json
+
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+def open_incident(namespace: str = "", rollout: str = "", context: str = "", mc_url: str = "",
+                  run_dir: str = "", incident: str = "", config: str = "") -> Incident:
+    """An Incident from notebook parameters; empty values fall back to the environment (sandbox env.sh)."""
+    ns = namespace or os.environ.get(ENV_NAMESPACE, "")
+    name = rollout or os.environ.get(ENV_ROLLOUT, "")
+    if not ns or not name:
+        missing = "namespace" if not ns else "rollout"
+        raise UsageError(f"No {missing} given.",
+                         hint=f"Set the `{missing}` parameter (or ${ENV_NAMESPACE}/${ENV_ROLLOUT}, which "
+                              "`source .sandbox/env.sh` sets for the sandbox).")
+    return Incident(namespace=ns, rollout=name, context=context or None, mc_url=mc_url or None,
+                    run_dir=Path(run_dir) if run_dir else None, incident=incident or None,
+                    config=config_mod.load(config or None))
+
+
+@dataclass
+class Outcome:
+    """A step's verdict with a one-sentence reason, the facts behind it and the record's findings."""
+
+    step: int
+    name: str
+    verdict: StepVerdict
+    reason: str
+    facts: dict[str, Any] = field(default_factory=dict)
+    findings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def result(self) -> dict[str, Any]:
+        """What the runner reads from the executed notebook."""
+        return {"verdict": self.verdict, "reason": self.reason, "facts": _jsonable(self.facts),
+                "findings": _jsonable(self.findings)}
+
+    def show(self) -> None:
+        """Display the verdict for people and hand the machine-readable result to the runner."""
+        from IPython.display import Markdown, display
+
+        icon = {"pass": "✅", "fail": "❌", "needs_human": "🧑‍💻", "escalate": "🚨", "skip": "⏭️"}[self.verdict]
+        lines = [f"### {icon} Step {self.step} verdict: `{self.verdict}`", "", self.reason, ""]
+        lines += [f"- {n}" for n in self.notes]
+        display(Markdown("\n".join(lines)))
+        display({record.STEP_RESULT_MIME: self.result()}, raw=True)
+
+
+def _jsonable(value: Any) -> Any:
+    """Facts as plain JSON values (datetimes and tuples included)."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def table(rows: list[dict[str, Any]] | dict[str, Any]) -> Any:
+    """Rows (or one mapping as field/value rows) as a pandas DataFrame for display."""
+    import pandas as pd
+
+    if isinstance(rows, dict):
+        return pd.DataFrame({"field": list(rows), "value": [_cell(v) for v in rows.values()]})
+    return pd.DataFrame(rows)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return value

@@ -1,0 +1,254 @@
+"""Step 4 — remediate and re-run: close the evidence gap in MC, then (approved) retry; SLO: no retry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rollbook import diagnosis as dx
+from rollbook.cluster import ActionResult, RolloutView, WaitTimeout, retry, undo, wait_for_rollout
+from rollbook.errors import EvidenceError, PreconditionError, RollbookError
+from rollbook.evidence import Listing, Verdict
+from rollbook.steps.core import Incident, Outcome
+from rollbook.steps.identity import mc_release, validate
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Who approved a mutation, for which ticket, when (recorded in the incident record)."""
+
+    approved: bool
+    approver: str | None
+    ticket: str | None
+    at: str | None
+
+    @classmethod
+    def of(cls, approved: bool, approver: str, ticket: str) -> Approval:
+        """An approval; refuses a half-given one (approval without approver or ticket)."""
+        if approved and (not approver or not ticket):
+            raise PreconditionError("Approval needs an approver and a ticket.",
+                                    hint="Pass --approver WHO --ticket REF with --approve-retry/--approve-undo.")
+        return cls(approved, approver or None, ticket or None,
+                   datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if approved else None)
+
+
+@dataclass
+class Plan:
+    """What the step found and what it would do, with the reason for each refusal."""
+
+    path: str  # evidence | slo | none
+    release_id: str | None
+    listing: Listing | None = None
+    attached: dict[str, Any] | None = None
+    verdict_before: Verdict | None = None
+    verdict_after: Verdict | None = None
+    blockers: list[str] = field(default_factory=list)
+    mutations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def slot_rows(listing: Listing | None) -> list[dict[str, Any]]:
+    """MC's required evidence slots: what is there, what is missing or invalid and why."""
+    if listing is None:
+        return []
+    return [{"slot": s.name, "state": s.state, "type": s.item.type if s.item else None,
+             "item reason": s.item.reason if s.item else None,
+             "summary": json.dumps(dict(s.item.summary), sort_keys=True) if s.item else None}
+            for s in listing.slots]
+
+
+def slot_to_fill(listing: Listing | None, name: str) -> str | None:
+    """The slot an attached report fills: the given name, else the first missing/invalid slot."""
+    if name or listing is None:
+        return name or None
+    bad = [s.name for s in listing.slots if s.state != "valid"]
+    return bad[0] if bad else None
+
+
+def mutation_line(result: ActionResult, approval: Approval) -> dict[str, Any]:
+    """A record line for one mutation: the exact request(s) and the approval."""
+    return {
+        "action": result.action, "dry_run": result.dry_run, "namespace": result.namespace, "rollout": result.name,
+        "requests": [{"method": r.method, "path": r.path, "content_type": r.content_type,
+                      "body": r.body.decode("utf-8"), "status": r.status} for r in result.requests],
+        "resource_version_before": result.previous_resource_version,
+        "resource_version_after": result.resource_version, "target_revision": result.target_revision,
+        "skipped": result.skipped,
+        "approval": {"approver": approval.approver, "ticket": approval.ticket, "at": approval.at},
+    }
+
+
+def preconditions(incident: Incident, view: RolloutView) -> list[str]:
+    """Still aborted, same revision and pod hash, and the spec unchanged since the run's snapshot."""
+    problems = []
+    if not view.aborted:
+        problems.append(f"Rollout {view.name} is no longer aborted")
+    snap = incident.snapshot_object("rollout")
+    if snap:
+        meta, status = snap.get("metadata") or {}, snap.get("status") or {}
+        if str(meta.get("generation")) != str(view.generation):
+            problems.append(f"the Rollout spec changed since the snapshot (generation {meta.get('generation')} → "
+                            f"{view.generation})")
+        if status.get("currentPodHash") != view.canary_hash:
+            problems.append(f"the canary pod hash changed since the snapshot ({status.get('currentPodHash')} → "
+                            f"{view.canary_hash})")
+        rev = (meta.get("annotations") or {}).get("rollout.argoproj.io/revision")
+        if rev is not None and str(rev) != str(view.revision):
+            problems.append(f"the revision changed since the snapshot ({rev} → {view.revision})")
+    return problems
+
+
+def evidence_path(incident: Incident, view: RolloutView, plan: Plan, evidence_file: str, evidence_name: str,
+                  evidence_type: str) -> None:
+    """List MC's gaps, attach the given report, re-check the verdict."""
+    rid = plan.release_id
+    if rid is None:
+        plan.blockers.append("the canary's release id is unknown")
+        return
+    try:
+        plan.verdict_before = incident.mc.verdict(rid, incident.environment)
+        plan.listing = incident.mc.listing(rid, incident.environment)
+        if evidence_file:
+            slot = slot_to_fill(plan.listing, evidence_name)
+            if slot is None:
+                plan.blockers.append("no evidence slot to fill: MC lists none missing or invalid")
+            else:
+                res = incident.mc.attach_file(rid, Path(evidence_file), slot, evidence_type or None,
+                                              environment=incident.environment)
+                plan.attached = {"slot": slot, "file": Path(evidence_file).name, "created": res.created,
+                                 "state": res.item.state, "item_reason": res.item.reason}
+        plan.verdict_after = incident.mc.verdict(rid, incident.environment)
+    except EvidenceError as e:
+        plan.blockers.append(f"MC could not be asked: {e}")
+        return
+    if not plan.verdict_after.ok:
+        plan.blockers.append(f"MC still says ok=false: {plan.verdict_after.reason}")
+
+
+def watch_retry(incident: Incident, before: set[str], timeout: float) -> tuple[RolloutView | None, str]:
+    """After a retry: wait (bounded) for the new AnalysisRun to decide — promoted, aborted again, or not yet."""
+    def decided(v: RolloutView) -> bool:
+        new = [r for r in v.canary_runs if r.name not in before]
+        promoted = v.phase == "Healthy" and v.stable_hash == v.canary_hash
+        return promoted or (v.aborted and any(r.phase in ("Failed", "Error") for r in new))
+
+    def progress(v: RolloutView, left: float) -> None:
+        new = [f"{r.name} {r.phase}" for r in v.canary_runs if r.name not in before]
+        print(f"after retry: {v.phase}; new runs: {', '.join(new) or 'none yet'}; {left:.0f}s left", flush=True)
+
+    try:
+        v = wait_for_rollout(incident.cluster, incident.namespace, incident.rollout, decided, timeout=timeout,
+                             interval=1.0, what="the retried analysis", progress=progress)
+    except WaitTimeout as e:
+        return None, str(e)
+    if v.phase == "Healthy":
+        return v, f"the release was promoted: stable is now {v.stable_hash}"
+    new = [r for r in v.canary_runs if r.name not in before]
+    return v, f"aborted again: {new[0].name if new else 'a new run'} {new[0].phase if new else ''}".strip()
+
+
+def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str = "", evidence_type: str = "",
+              approve_retry: bool = False, approve_undo: bool = False, approver: str = "", ticket: str = "",
+              watch_seconds: float = 120) -> tuple[Plan, Outcome]:
+    """The whole step: classify, fix the evidence gap, check preconditions, act only when approved."""
+    view = incident.view()
+    run = dx.failed_run(view)
+    trigger = dx.trigger_of(run)
+    retry_approval = Approval.of(approve_retry, approver, ticket)
+    undo_approval = Approval.of(approve_undo, approver, ticket)
+    release = dx.canary_release_id(view)[0]
+    facts: dict[str, Any] = {"trigger": trigger, "analysis_run": run.name if run else None, "release_id": release}
+    if not view.aborted:
+        return Plan("none", release), Outcome(4, "remediate-and-retry", "skip",
+                                              f"Rollout {view.name} is not aborted ({view.phase}): nothing to remediate.",
+                                              facts, {"retried": False})
+    path = "slo" if trigger == "slo" else "evidence"
+    plan = Plan(path, release)
+    known, problem = mc_release(incident, release)
+    identity, _ = validate(view, None, known, problem)
+    facts["release_identity_ok"] = identity.findings.get("release_identity_ok")
+    if identity.findings.get("release_identity_ok") is not True:
+        plan.blockers.append(f"release identity not confirmed: {identity.reason}")
+    if path == "evidence":
+        evidence_path(incident, view, plan, evidence_file, evidence_name, evidence_type)
+        if trigger == "evidence+slo":
+            plan.blockers.append("the SLO checks failed too: a retry re-runs the same release and would fail again")
+    else:
+        plan.blockers.append("an SLO regression: a retry re-runs the same release with the same code")
+    plan.blockers += preconditions(incident, view)
+    facts |= {"path": path, "blockers": plan.blockers, "attached": plan.attached,
+              "verdict_before": _v(plan.verdict_before), "verdict_after": _v(plan.verdict_after),
+              "approval": {"retry": retry_approval.__dict__, "undo": undo_approval.__dict__}}
+    findings: dict[str, Any] = {"retried": False, "mutations": plan.mutations}
+    if path == "slo":
+        return plan, _slo_outcome(incident, view, plan, undo_approval, facts, findings)
+    return plan, _evidence_outcome(incident, view, plan, retry_approval, watch_seconds, facts, findings)
+
+
+def _v(v: Verdict | None) -> dict[str, Any] | None:
+    return None if v is None else {"release_id": v.release_id, "ok": v.ok, "status": v.status, "reason": v.reason,
+                                   "missing": list(v.missing), "invalid": list(v.invalid)}
+
+
+def _evidence_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Approval, watch_seconds: float,
+                      facts: dict[str, Any], findings: dict[str, Any]) -> Outcome:
+    """Retry when everything holds and it was approved; otherwise a dry run that says what is missing."""
+    rv = str((view.raw.get("metadata") or {}).get("resourceVersion") or "") or None
+    if plan.blockers:
+        return Outcome(4, "remediate-and-retry", "needs_human",
+                       f"No retry: {'; '.join(b.rstrip('.') for b in plan.blockers)}.", facts, findings)
+    if not approval.approved:
+        try:
+            dry = retry(incident.action_cluster, view.namespace, view.name, dry_run=True, expected_resource_version=rv)
+            plan.mutations.append(mutation_line(dry, approval))
+        except RollbookError as e:
+            facts["dry_run_error"] = str(e)
+        return Outcome(4, "remediate-and-retry", "needs_human",
+                       f"MC now passes release {plan.release_id} and the preconditions hold: a retry would be sent "
+                       "(dry run only). Re-run with --approve-retry --approver WHO --ticket REF to send it.",
+                       facts, findings, ["`retry` re-runs the same release's steps and a new AnalysisRun; "
+                                         "it does not roll back."])
+    before = {r.name for r in view.canary_runs}
+    result = retry(incident.action_cluster, view.namespace, view.name, expected_resource_version=rv)
+    plan.mutations.append(mutation_line(result, approval))
+    findings["retried"] = True
+    after, what = watch_retry(incident, before, watch_seconds)
+    facts["after_retry"] = what
+    if after is not None and after.phase == "Healthy":
+        findings |= {"phase_after": after.phase, "promoted": True}
+        return Outcome(4, "remediate-and-retry", "pass",
+                       f"Evidence fixed and retry approved by {approval.approver} ({approval.ticket}): {what}.",
+                       facts, findings)
+    findings["promoted"] = False
+    verdict = "fail" if after is not None else "needs_human"
+    return Outcome(4, "remediate-and-retry", verdict, f"Retried (approved by {approval.approver}): {what}.",
+                   facts, findings)
+
+
+def _slo_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Approval, facts: dict[str, Any],
+                 findings: dict[str, Any]) -> Outcome:
+    """SLO regression: no retry; `undo` is the recommended action, sent only when approved."""
+    rv = str((view.raw.get("metadata") or {}).get("resourceVersion") or "") or None
+    stable = view.stable_rs
+    target = stable.revision if stable else None
+    other = [b for b in plan.blockers if "SLO regression" not in b and "identity" not in b]
+    try:
+        if approval.approved and not other:
+            res = undo(incident.action_cluster, view.namespace, view.name, target, expected_resource_version=rv)
+            plan.mutations.append(mutation_line(res, approval))
+            findings["undone"] = True
+            return Outcome(4, "remediate-and-retry", "pass",
+                           f"SLO regression: undo to revision {target} sent (approved by {approval.approver}, "
+                           f"{approval.ticket}); Argo fast-tracks the rollback to the stable release.", facts, findings)
+        dry = undo(incident.action_cluster, view.namespace, view.name, target, dry_run=True,
+                   expected_resource_version=rv)
+        plan.mutations.append(mutation_line(dry, approval))
+    except RollbookError as e:
+        facts["undo_error"] = str(e)
+    findings["undone"] = False
+    return Outcome(4, "remediate-and-retry", "needs_human",
+                   f"SLO regression in release {plan.release_id}: a retry would re-run the same release, so none "
+                   f"is sent. Recommended: undo to revision {target} (dry run recorded; approve with --param "
+                   "approve_undo=true) or ship a fixed release.", facts, findings)
