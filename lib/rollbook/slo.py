@@ -343,6 +343,16 @@ def series_points(series: Sequence[Series]) -> list[TimedValue]:
     return sorted(points, key=lambda p: p[0].timestamp() if p[0] else 0.0)
 
 
+def _aligned(points: Sequence[TimedValue], times: Sequence[datetime], lookback: float = 300.0) -> list[TimedValue]:
+    """For each time, the last point at or before it and at most `lookback` seconds old (PromQL's rule)."""
+    out: list[TimedValue] = []
+    for at in times:
+        before = [p for p in points if p[0] is not None and p[0] <= at]
+        if before and (at - before[-1][0]).total_seconds() <= lookback:  # type: ignore[operator]
+            out.append((at, before[-1][1]))
+    return out
+
+
 def count_breaches(threshold: Threshold | None, values: Sequence[float]) -> int | None:
     """How many values breach; None without a threshold or without values."""
     if threshold is None or not values:
@@ -363,12 +373,18 @@ def build_finding(
     failure_limit: int = 0,
     phase: str | None = None,
 ) -> SloFinding:
-    """Judge canary (measurements, else re-queried series) and stable (series) with the same rule."""
+    """Judge canary (measurements, else re-queried series) and stable (series) with the same rule.
+
+    With timed measurements the stable series is read at the same moments, so both sides are judged on
+    the same number of points against the same failureLimit (like for like).
+    """
     canary = list(measured) or series_points(canary_series)
     source: Literal["measurements", "prometheus", "none"] = (
         "measurements" if measured else "prometheus" if canary else "none"
     )
     stable = series_points(stable_series)
+    if measured:
+        stable = _aligned(stable, [t for t, _ in measured if t is not None]) or stable
     c_count = count_breaches(threshold, [v for _, v in canary])
     s_count = count_breaches(threshold, [v for _, v in stable])
     breached = None if c_count is None else c_count > failure_limit

@@ -292,7 +292,8 @@ def test_findings_from_a_run_with_series_from_the_stand_in() -> None:
     (finding,) = findings
     assert finding.stable_query == ERR % (STABLE, STABLE)
     assert finding.breached is True and finding.canary_breaches == 3 and finding.canary_source == "measurements"
-    assert finding.stable_values == [0.001, 0.002, 0.001, 0.002]
+    # read at the 5 measurement times; the fetched window ends at -27m, so -26m carries that value
+    assert finding.stable_values == [0.001, 0.002, 0.001, 0.002, 0.002]
     assert finding.stable_breached is False and finding.canary_only is True
 
 

@@ -340,8 +340,21 @@ def test_both_breached_is_not_the_canarys_alone() -> None:
     err_q = _resolved(ERROR_RATE_TEMPLATE_QUERY)
     fetch = _fetcher({err_q.replace(CANARY, STABLE): _series([0.02, 0.03, 0.001, 0.05], STABLE)})
     err = {f.name: f for f in slo.findings_for_run(_run(), rollout=ROLLOUT, fetch=fetch)}["ig-error-rate"]
-    assert err.breached is True and err.stable_breaches == 3 and err.stable_breached is True
+    # read at the canary's 5 measurement times: 0.02, 0.03, 0.001, 0.05, 0.05 (last value carried)
+    assert err.stable_values == [0.02, 0.03, 0.001, 0.05, 0.05]
+    assert err.breached is True and err.stable_breaches == 4 and err.stable_breached is True
     assert err.canary_only is False and "not the canary's alone" in err.reason
+
+
+def test_stable_is_judged_at_the_canary_measurement_times() -> None:
+    err_q = _resolved(ERROR_RATE_TEMPLATE_QUERY)
+    # an hour of stable data, with spikes only at times when Argo did not measure the canary
+    values = [0.05 if i % 10 == 5 else 0.002 for i in range(60)]
+    stable = _series(values, STABLE, start=T0 - timedelta(minutes=30))
+    err = {f.name: f for f in slo.findings_for_run(
+        _run(), rollout=ROLLOUT, fetch=_fetcher({err_q.replace(CANARY, STABLE): stable}))}["ig-error-rate"]
+    assert [t for t, _ in err.stable_points] == [t for t, _ in err.canary_points]
+    assert err.stable_values == [0.002] * 5 and err.stable_breached is False and err.canary_only is True
 
 
 def test_without_stable_values_canary_only_is_unknown() -> None:
