@@ -383,6 +383,22 @@ def test_loopback_only_and_fast_start(state: dict[str, Any]) -> None:
     assert time.monotonic() - started < 0.5
 
 
+def test_pinned_pending_state_and_yaml_timestamps_survive() -> None:
+    pinned = yaml.safe_load("""
+services: {api: {environments: {production: {policy: p/1, required: [{name: approval, type: approval}]}}}}
+releases: [{release_id: api-2.0.0, service: api, created_at: 2026-08-21T10:00:00Z}]
+evidence:
+  api-2.0.0: [{name: approval, type: approval, state: pending, reason: awaiting CAB, created_at: 2026-08-21T10:05:00Z}]
+current: {production: {api: {release_id: api-2.0.0, since: 2026-08-21T10:06:00Z, kind: promotion}}}
+""")
+    with MCServer(pinned, read_token=READ, write_token=WRITE) as server, make_client(server, READ) as c:
+        v = c.verdict("api-2.0.0")
+        assert (v.status, v.ok, v.reason) == ("pending", False, "evidence pending evaluation: approval (approval)")
+        assert c.release("api-2.0.0").raw["created_at"] == "2026-08-21T10:00:00Z"
+        assert c.current("api").raw["current"]["since"] == "2026-08-21T10:06:00Z"
+        assert server.state["evidence"]["api-2.0.0"][0]["state"] == "pending"
+
+
 def test_bad_scenario_state_is_refused(state: dict[str, Any]) -> None:
     state["evidence"]["api-7.0.0"] = [{"name": "test-report", "type": "junit"}]
     with pytest.raises(ValueError, match="api-7.0.0"):

@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -67,6 +67,19 @@ def rfc3339(moment: datetime) -> str:
 def fake_digest(seed: str) -> str:
     """A stable made-up sha256 digest for a release that the scenario gave none."""
     return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    """A deep copy where YAML's parsed timestamps (datetime/date) become RFC 3339 strings again."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return rfc3339(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 def _utcnow() -> datetime:
@@ -235,11 +248,12 @@ class MCState:
     """Services and policies, releases, evidence and current pointers; not thread-safe on its own."""
 
     def __init__(self, state: Mapping[str, Any], *, clock: Callable[[], datetime] = _utcnow,
-                 base_url: Callable[[], str | None] = lambda: None) -> None:
+                 base_url: Callable[[], str | None] = lambda: None, loaded_at: str | None = None) -> None:
         self._clock = clock
         self._base_url = base_url
         self._seq = 0
-        loaded_at = rfc3339(clock())
+        state = _jsonable(dict(state))
+        loaded_at = loaded_at or rfc3339(clock())  # the default for timestamps the scenario left out
         self.services = self._load_services(state.get("services") or {})
         self.releases: dict[str, Json] = {}
         for raw in state.get("releases") or []:
@@ -318,6 +332,9 @@ class MCState:
             "annotations": dict(raw.get("annotations") or {}),
         }
         if from_scenario and raw.get("state"):  # scenarios may pin a state (e.g. pending); clients may not
+            if raw["state"] not in ("valid", "invalid", "pending"):
+                raise ValueError(f"mc state: evidence item {raw['name']!r} of {rid!r} has state {raw['state']!r}; "
+                                 "use valid, invalid or pending")
             item["_state"], item["_reason"] = raw["state"], raw.get("reason")
         return item
 
@@ -496,10 +513,17 @@ class MCState:
         """Everything, in the shape of mc.yaml plus the deployment log (deep copies)."""
         return copy.deepcopy({
             "services": self.services, "releases": list(self.releases.values()),
-            "evidence": {rid: [{k: v for k, v in i.items() if not k.startswith("_")} for i in items]
-                         for rid, items in self.evidence.items() if items},
+            "evidence": {rid: [_as_yaml_item(i) for i in items] for rid, items in self.evidence.items() if items},
             "current": self.current, "deployments": self.deployments,
         })
+
+
+def _as_yaml_item(item: Json) -> Json:
+    """A stored item as mc.yaml writes it: a scenario's pinned state and reason keep their plain names."""
+    out = {k: v for k, v in item.items() if not k.startswith("_")}
+    if item.get("_state"):
+        out["state"], out["reason"] = item["_state"], item.get("_reason")
+    return out
 
 
 # --------------------------------------------------------------------------- faults and the log
@@ -689,11 +713,15 @@ class MCServer:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._url: str | None = None
-        self._data = MCState(self._initial, clock=clock, base_url=lambda: self._url)
+        self._loaded_at = rfc3339(clock())  # kept, so a reset gives back exactly the initial state
+        self._data = self._fresh_state()
         self._faults: list[Fault] = []
         self._log: list[RecordedRequest] = []
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def _fresh_state(self) -> MCState:
+        return MCState(self._initial, clock=self._clock, base_url=lambda: self._url, loaded_at=self._loaded_at)
 
     # ---- lifecycle
 
@@ -760,7 +788,7 @@ class MCServer:
     def reset(self) -> None:
         """Back to the initial state; faults cleared (the request log is kept)."""
         with self._lock:
-            self._data = MCState(self._initial, clock=self._clock, base_url=lambda: self._url)
+            self._data = self._fresh_state()
             self._faults.clear()
 
     def add_fault(self, fault: Fault) -> None:
