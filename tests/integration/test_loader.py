@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
-
 from rollbook.errors import UsageError
 from rollbook.sandbox.loader import (
-    BUILTIN_DIR, ScenarioError, UnknownScenario, builtin_scenarios, load_scenario, resolve_times,
+    BUILTIN_DIR,
+    ScenarioError,
+    UnknownScenario,
+    builtin_scenarios,
+    load_scenario,
+    resolve_times,
 )
 from rollbook.sandbox.mc import MCServer
 from rollbook.sandbox.store import Store
@@ -154,7 +159,7 @@ def test_rollback_loop_has_three_failed_runs_and_escalation_is_due() -> None:
     assert {r["status"]["phase"] for r in runs.values()} == {"Failed"}
     assert {r["metadata"]["annotations"]["rollout.argoproj.io/revision"] for r in runs.values()} == {"7"}
     starts = sorted(parse(r["status"]["startedAt"]) for r in runs.values())
-    assert all(b - a >= timedelta(minutes=3) for a, b in zip(starts, starts[1:]))
+    assert all(b - a >= timedelta(minutes=3) for a, b in itertools.pairwise(starts))
     ro = store.get("rollouts", "shop", "checkout")
     assert NOW - parse(ro["status"]["abortedAt"]) >= timedelta(minutes=15)
     assert runs[base]["metadata"]["labels"]["rollout"] == "checkout"

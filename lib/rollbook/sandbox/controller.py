@@ -8,6 +8,7 @@ simulated; a brand-new pod template (a fresh release) is acknowledged but not ro
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
@@ -131,7 +132,7 @@ class Controller:
             self._busy.set()
             try:
                 if item is not None:
-                    self._guard(lambda: self._on_rollout(item[1]))
+                    self._guard(functools.partial(self._on_rollout, item[1]))
                 for fn in self._due_timers():
                     self._guard(fn)
             finally:
@@ -163,7 +164,7 @@ class Controller:
             fn()
         except StoreError as e:
             _log.warning("controller: store refused a write: %s", e.message)
-        except Exception:  # a simulated controller must keep running, like the real one after a panic
+        except Exception:  # noqa: BLE001 - a simulated controller must keep running, like Argo after a panic
             _log.exception("controller: handler failed")
 
     # ------------------------------------------------------------------ reconcile
@@ -718,7 +719,7 @@ def _run_verdict(run: Obj, results: list[Obj]) -> tuple[str, str]:
     worst = max(results, key=lambda r: _WORST.get(r.get("phase", ""), 0), default=None)
     if worst is None or _WORST.get(worst.get("phase", ""), 0) == 0:
         return "Successful", ""
-    metric = next((m for m in (run.get("spec") or {}).get("metrics") or [] if m["name"] == worst["name"]), {})
+    metric: Obj = next((m for m in (run.get("spec") or {}).get("metrics") or [] if m["name"] == worst["name"]), {})
     name, phase = worst["name"], worst["phase"]
     if phase == "Error":
         limit = int(metric.get("consecutiveErrorLimit", DEFAULT_ERROR_LIMIT))

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 from rollbook.sandbox.apiserver import ApiServer, User
 from rollbook.sandbox.controller import Controller, Timings
@@ -52,7 +52,7 @@ class Sandbox:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> Sandbox:
+    def start(self) -> Self:
         """Load the scenario, start the servers and controller, write the state files (ready.json last)."""
         began = time.perf_counter()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ class Sandbox:
                 part.stop()
         self.controller = self.apiserver = self.mc = None
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
