@@ -415,6 +415,7 @@ def test_dry_run_stores_nothing(h: Harness) -> None:
 
 def test_unknown_token_is_401(h: Harness) -> None:
     api = h.api_client()
+    api.configuration.refresh_api_key_hook = None  # the kubeconfig loader would restore the real token
     api.configuration.api_key = {"BearerToken": "Bearer nope"}
     with pytest.raises(ApiException) as exc:
         client.CoreV1Api(api).list_namespaced_pod("prod")

@@ -1,0 +1,218 @@
+"""The sandbox API server through the real ``kubectl`` binary (skipped when it is not installed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apiserver_harness import Harness, running_apiserver
+
+pytestmark = [
+    pytest.mark.kubectl,
+    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH"),
+]
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    with running_apiserver(tmp_path) as harness:
+        yield harness
+
+
+def kubectl(h: Harness, *args: str, context: str = "sandbox", check: bool = True,
+            stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against the harness (its own HOME, so the discovery cache is per test)."""
+    env = {**os.environ, "KUBECONFIG": str(h.kubeconfig), "HOME": str(h.directory)}
+    proc = subprocess.run(["kubectl", "--context", context, *args], env=env, capture_output=True, text=True,
+                          input=stdin, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def seed(h: Harness) -> dict[str, Any]:
+    """A rollout, an analysis run, a running pod with a log, and an event on the rollout."""
+    s = h.store
+    ro = s.create("rollouts", "prod", {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                                       "metadata": {"name": "api"}, "spec": {"replicas": 3}})
+    s.set_status("rollouts", "prod", "api", {"replicas": 4, "updatedReplicas": 1, "availableReplicas": 3,
+                                             "phase": "Degraded", "abort": True})
+    s.create("analysisruns", "prod", {"metadata": {"name": "api-6d4f8b7c9-7-0"}, "spec": {"metrics": []}})
+    s.set_status("analysisruns", "prod", "api-6d4f8b7c9-7-0", {"phase": "Failed"})
+    for name, labels in (("api-1", {"app": "api", "tier": "web"}), ("api-2", {"app": "api", "tier": "db"}),
+                         ("mc-1", {"app": "mc"})):
+        s.create("pods", "prod", {"metadata": {"name": name, "labels": labels},
+                                  "spec": {"containers": [{"name": "app", "image": "registry/api:1.42.0"}]}})
+        s.set_status("pods", "prod", name, {"phase": "Running", "containerStatuses": [
+            {"name": "app", "ready": True, "restartCount": 0, "image": "registry/api:1.42.0",
+             "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]})
+    s.set_pod_log("prod", "api-1", "GET /healthz 200\nGET /api 500\n")
+    s.create("events", "prod", {
+        "metadata": {"name": "api.abort"}, "type": "Warning", "reason": "RolloutAborted", "count": 1,
+        "message": "Rollout aborted update to revision 7", "source": {"component": "rollouts-controller"},
+        "involvedObject": {"kind": "Rollout", "name": "api", "namespace": "prod", "uid": ro["metadata"]["uid"],
+                           "apiVersion": "argoproj.io/v1alpha1"}})
+    return ro
+
+
+def rows(output: str) -> list[list[str]]:
+    """A kubectl table as lists of cells."""
+    return [line.split() for line in output.strip().splitlines()]
+
+
+def test_get_pods_table_and_json(h: Harness) -> None:
+    seed(h)
+    table = rows(kubectl(h, "get", "pods", "-n", "prod").stdout)
+    assert table[0] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert [r[:4] for r in table[1:]] == [["api-1", "1/1", "Running", "0"], ["api-2", "1/1", "Running", "0"],
+                                          ["mc-1", "1/1", "Running", "0"]]
+    assert "as=Table" in h.last("GET").accept
+    listing = json.loads(kubectl(h, "get", "pods", "-n", "prod", "-o", "json").stdout)
+    assert [p["metadata"]["name"] for p in listing["items"]] == ["api-1", "api-2", "mc-1"]
+
+
+def test_get_ro_and_ar_use_short_names_and_printer_columns(h: Harness) -> None:
+    seed(h)
+    assert rows(kubectl(h, "get", "ro", "-n", "prod").stdout) == [
+        ["NAME", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "AGE"], ["api", "3", "4", "1", "3", rows_age(h)]]
+    table = rows(kubectl(h, "get", "ar", "-n", "prod").stdout)
+    assert table[0] == ["NAME", "STATUS", "AGE"] and table[1][:2] == ["api-6d4f8b7c9-7-0", "Failed"]
+    one = json.loads(kubectl(h, "get", "rollout", "api", "-n", "prod", "-o", "json").stdout)
+    assert one["status"]["phase"] == "Degraded" and one["kind"] == "Rollout"
+
+
+def rows_age(h: Harness) -> str:
+    """The AGE kubectl shows for something created moments ago."""
+    from rollbook.sandbox.tables import age
+
+    return age(h.store.get("rollouts", "prod", "api")["metadata"]["creationTimestamp"])
+
+
+@pytest.mark.parametrize(("selector", "expected"), [
+    ("app=api", ["api-1", "api-2"]),
+    ("app in (api),tier!=db", ["api-1"]),
+    ("!tier", ["mc-1"]),
+])
+def test_get_with_label_selector(h: Harness, selector: str, expected: list[str]) -> None:
+    seed(h)
+    out = kubectl(h, "get", "pods", "-n", "prod", "-l", selector, "-o", "name").stdout
+    assert out.split() == [f"pod/{n}" for n in expected]
+    assert h.last("GET").query["labelSelector"] == selector
+
+
+def test_describe_pod_rollout_and_analysisrun(h: Harness) -> None:
+    ro = seed(h)
+    described = kubectl(h, "describe", "rollout", "api", "-n", "prod").stdout
+    assert "Name:" in described and "api" in described
+    assert "RolloutAborted" in described and "Rollout aborted update to revision 7" in described
+    event_query = [r for r in h.server.requests if r.path == "/api/v1/namespaces/prod/events"][-1].query
+    assert f"involvedObject.uid={ro['metadata']['uid']}" in event_query["fieldSelector"]
+    pod_text = kubectl(h, "describe", "pod", "api-1", "-n", "prod").stdout
+    assert "registry/api:1.42.0" in pod_text and "Running" in pod_text
+    run_text = kubectl(h, "describe", "analysisrun", "api-6d4f8b7c9-7-0", "-n", "prod").stdout
+    assert "Failed" in run_text and "AnalysisRun" in run_text
+
+
+def test_patch_status_subresource_with_merge(h: Harness) -> None:
+    seed(h)
+    out = kubectl(h, "patch", "rollout", "api", "-n", "prod", "--subresource=status", "--type=merge",
+                  "-p", '{"status":{"abort":false}}')
+    assert "patched" in out.stdout
+    req = h.last("PATCH")
+    assert (req.path, req.content_type, req.json()) == (
+        "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/api/status", "application/merge-patch+json",
+        {"status": {"abort": False}})
+    assert h.store.get("rollouts", "prod", "api")["status"]["abort"] is False
+
+
+def test_viewer_patch_is_forbidden(h: Harness) -> None:
+    seed(h)
+    proc = kubectl(h, "patch", "rollout", "api", "-n", "prod", "--subresource=status", "--type=merge",
+                   "-p", '{"status":{"abort":false}}', context="sandbox-viewer", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        'Error from server (Forbidden): rollouts.argoproj.io "api" is forbidden: User "viewer" cannot patch '
+        'resource "rollouts/status" in API group "argoproj.io" in the namespace "prod"')
+    assert h.store.get("rollouts", "prod", "api")["status"]["abort"] is True
+
+
+ROLLOUT_YAML = """
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: web
+  namespace: prod
+  labels: {app: web}
+spec:
+  replicas: REPLICAS
+  selector: {matchLabels: {app: web}}
+"""
+
+
+def test_apply_creates_then_updates_custom_resource(h: Harness) -> None:
+    created = kubectl(h, "apply", "-f", "-", stdin=ROLLOUT_YAML.replace("REPLICAS", "2"))
+    assert created.stdout.strip() == "rollout.argoproj.io/web created"
+    updated = kubectl(h, "apply", "-f", "-", stdin=ROLLOUT_YAML.replace("REPLICAS", "5"))
+    assert updated.stdout.strip() == "rollout.argoproj.io/web configured"
+    req = h.last("PATCH")
+    assert req.content_type == "application/merge-patch+json" and req.query["fieldValidation"] == "Strict"
+    obj = h.store.get("rollouts", "prod", "web")
+    assert obj["spec"]["replicas"] == 5 and obj["metadata"]["generation"] == 2
+    assert "kubectl.kubernetes.io/last-applied-configuration" in obj["metadata"]["annotations"]
+    again = kubectl(h, "apply", "-f", "-", stdin=ROLLOUT_YAML.replace("REPLICAS", "5"))
+    assert again.stdout.strip() == "rollout.argoproj.io/web unchanged"
+
+
+POD_YAML = """
+apiVersion: v1
+kind: Pod
+metadata: {name: tool, namespace: prod}
+spec:
+  containers:
+  - {name: main, image: IMAGE}
+  - {name: sidecar, image: registry/sidecar:1}
+"""
+
+
+def test_apply_built_in_kind_uses_strategic_merge(h: Harness) -> None:
+    kubectl(h, "apply", "-f", "-", stdin=POD_YAML.replace("IMAGE", "registry/tool:1"), context="sandbox-admin")
+    kubectl(h, "apply", "-f", "-", stdin=POD_YAML.replace("IMAGE", "registry/tool:2"), context="sandbox-admin")
+    assert h.last("PATCH").content_type == "application/strategic-merge-patch+json"
+    containers = h.store.get("pods", "prod", "tool")["spec"]["containers"]
+    assert [(c["name"], c["image"]) for c in containers] == [("main", "registry/tool:2"),
+                                                              ("sidecar", "registry/sidecar:1")]
+
+
+def test_get_watch_shows_changes_and_ends_at_request_timeout(h: Harness) -> None:
+    seed(h)
+
+    def change() -> None:
+        time.sleep(1.0)
+        h.store.set_status("analysisruns", "prod", "api-6d4f8b7c9-7-0", {"phase": "Successful"})
+
+    threading.Thread(target=change).start()
+    started = time.monotonic()
+    proc = kubectl(h, "get", "ar", "-n", "prod", "-w", "--request-timeout=3s", check=False, timeout=20)
+    assert time.monotonic() - started < 10
+    table = rows(proc.stdout)
+    assert table[0] == ["NAME", "STATUS", "AGE"]
+    assert [r[:2] for r in table[1:]] == [["api-6d4f8b7c9-7-0", "Failed"], ["api-6d4f8b7c9-7-0", "Successful"]]
+    assert h.last("GET").query["watch"] == "true"
+
+
+def test_logs_and_delete(h: Harness) -> None:
+    seed(h)
+    assert kubectl(h, "logs", "api-1", "-n", "prod").stdout == "GET /healthz 200\nGET /api 500\n"
+    assert kubectl(h, "logs", "api-1", "-n", "prod", "--tail=1").stdout == "GET /api 500\n"
+    out = kubectl(h, "delete", "rollout", "api", "-n", "prod").stdout
+    assert out.strip() == 'rollout.argoproj.io "api" deleted'
+    missing = kubectl(h, "get", "rollout", "api", "-n", "prod", check=False)
+    assert missing.stderr.strip() == 'Error from server (NotFound): rollouts.argoproj.io "api" not found'
