@@ -5,8 +5,8 @@ Pure functions over AnalysisRun / AnalysisTemplate dicts (as the Kubernetes API 
 
 The breach rule is Argo's: a point breaches when it fails the success condition (or meets the failure
 condition); a metric is breached when more points breach than its `failureLimit` (default 0). The same
-rule is applied to the stable series, so "canary only" means the stable pods, queried the same way,
-stayed within the limit.
+rule is applied to the stable series, read at the moments Argo measured the canary, so "canary only"
+means the stable pods, queried the same way at the same times, stayed within the limit.
 """
 
 from __future__ import annotations

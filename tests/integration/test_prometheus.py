@@ -76,6 +76,8 @@ def test_instant_vector_returns_the_last_point_at_or_before_time(client: Prometh
         ({"rollouts_pod_template_hash": CANARY}, 0.031, _at(27.5))
     ]
     assert result.argo_value() == "[0.031]"
+    assert client.query(q, _at(27) - timedelta(milliseconds=500)).values() == [0.031]  # just before a point
+    assert client.query(q, _at(27)).values() == [0.034]  # exactly at it
     assert client.query(q).values() == [0.036]  # no time: the stand-in's now, after the last point
 
 
