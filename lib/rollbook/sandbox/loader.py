@@ -9,7 +9,6 @@ See scenarios/README.md for the authoring rules.
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 import uuid
@@ -219,8 +218,7 @@ def _offset(sign: str | None, spec: str | None) -> timedelta:
 
 def _complete(objs: list[Obj]) -> list[Obj]:
     """Fill in what a real cluster would have: namespaces, uids, owner references, event uids."""
-    objs = [copy.deepcopy(o) for o in objs]
-    for o in objs:
+    for o in objs:   # fresh from YAML and resolve_times: ours to change in place
         meta = o.setdefault("metadata", {})
         if o["kind"] in ("ReplicaSet", "Deployment") and o.get("apiVersion") in _LEGACY_APPS:
             o["apiVersion"] = "apps/v1"
