@@ -36,8 +36,10 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
            mc_problem: str | None) -> Outcome:
     """Every close-out check, each a fact; the verdict passes only when all hold."""
     stable, previous = view.stable_rs, view.previous_rs
-    health = dx.stable_health(view, baseline)
     promoted = view.phase == "Healthy" and view.stable_hash == view.canary_hash
+    changed = promoted and baseline is not None and not set(baseline) & {p.name for p in (stable.pods if stable else ())}
+    # after an approved retry promoted the release, the stable pods are new by design: no baseline to compare
+    health = dx.stable_health(view, None if changed else baseline)
     pod_images = sorted({i for p in (stable.pods if stable else ()) for i in p.images})
     on_stable_image = bool(stable) and bool(pod_images) and set(pod_images) <= set(stable.images)
     probes = [all(c.readiness_probe for c in p.containers) for p in (stable.pods if stable else ())]
@@ -56,7 +58,7 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
              "previous_replicaset": previous.name if previous else None, "pod_images": pod_images,
              "readiness_probes_defined": all(probes) if probes else False, "stable_health": health,
              "expected_current_release": expected, "mc_current": current, "mc_problem": mc_problem,
-             "promoted": promoted}
+             "promoted": promoted, "stable_pods_replaced_by_promotion": changed}
     ok = all(checks.values())
     failed = [k for k, v in checks.items() if not v]
     findings = {"closeout_ok": ok, "mc_current_release": current.get("release_id") if current else None}
