@@ -137,8 +137,8 @@ def test_the_new_run_is_running_while_analysis_takes_time(sandbox_factory: Calla
 @pytest.mark.scenario("slo-regression")
 def test_slo_regression_persists_and_canary_scales_down_after_the_delay(sandbox_factory: Callable[..., Sandbox],
                                                                        wait_until: Wait) -> None:
-    # trafficRouting with abortScaleDownDelaySeconds: 30 -> 30 * scale = 0.6 s
-    sb = sandbox_factory("slo-regression", timings=Timings(analysis_seconds=0.05, scale=0.02, idle_poll_seconds=0.02))
+    # trafficRouting with abortScaleDownDelaySeconds: 30 -> 30 * scale = 1.5 s (room for a busy machine)
+    sb = sandbox_factory("slo-regression", timings=Timings(analysis_seconds=0.05, scale=0.05, idle_poll_seconds=0.02))
     set_abort(sb, "payments", "payments-api", False)
     new = wait_until(lambda: finished(sb, "payments", "payments-api-5c6d8f9b47-12-2.1"))
     err = metric(new, "ig-error-rate")
@@ -148,7 +148,7 @@ def test_slo_regression_persists_and_canary_scales_down_after_the_delay(sandbox_
     ro = wait_until(lambda: (r := rollout(sb, "payments", "payments-api"))["status"].get("abort") and r)
     assert ro["status"]["message"].endswith('Metric "ig-error-rate" assessed Failed due to failed (2) > failureLimit (1)')
     assert replicas(sb, "payments", "payments-api-5c6d8f9b47") > 0   # still serving during the delay
-    wait_until(lambda: replicas(sb, "payments", "payments-api-5c6d8f9b47") == 0, timeout=5)
+    wait_until(lambda: replicas(sb, "payments", "payments-api-5c6d8f9b47") == 0, timeout=10)
     assert pods_of(sb, "payments", "5c6d8f9b47") == []
 
 
