@@ -1,0 +1,56 @@
+"""`rollbook run` as a user calls it: strict parameter errors (exit 2, nothing run), and nbmake smoke."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rollbook import app
+from rollbook.sandbox.server import Sandbox
+
+ROLLBOOK = [sys.executable, "-m", "rollbook.cli"]
+
+
+def _run(args: list[str], out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = ["run", "--incident", "INC-1", "--namespace", "prod", "--rollout", "api", "--out", str(out)]
+    return subprocess.run([*ROLLBOOK, *base, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--param", "wait_secs=10"], ["wait_secs", "not declared", "wait_seconds"]),
+    (["--param", "wait_seconds=soon"], ["wait_seconds", "bound on waiting"]),
+    (["--param", "approve_retry=maybe"], ["approve_retry"]),
+    (["--param", "mc_token=abc"], ["mc_token"]),
+    (["--approve-retry"], ["--approver", "--ticket"]),
+    (["--steps", "1,9"], ["9"]),
+])
+def test_bad_parameters_exit_2_before_any_kernel(tmp_path: Path, args: list[str], words: list[str]) -> None:
+    proc = _run(args, tmp_path / "out")
+    assert proc.returncode == 2, proc.stderr
+    for word in words:
+        assert word.lower() in proc.stderr.lower(), proc.stderr
+    assert not (tmp_path / "out").exists(), "nothing may be run or written on bad usage"
+
+
+def test_nbmake_runs_every_runbook_with_defaults(sandbox_factory: Callable[..., Sandbox], tmp_path: Path) -> None:
+    sb = sandbox_factory("evidence-gap")
+    ns, name = sb.info.rollouts[0] if sb.info else ("", "")
+    env = {**os.environ, "KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
+           "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file), "ROLLBOOK_NAMESPACE": ns,
+           "ROLLBOOK_ROLLOUT": name}
+    env.pop("ROLLBOOK_CONFIG", None)
+    runbooks = app.default_runbooks()
+    before = {p: p.read_bytes() for p in runbooks.glob("*.ipynb")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider",
+                           "-p", "no:xdist", "--rootdir", str(tmp_path), str(runbooks)],
+                          capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "6 passed" in proc.stdout
+    assert {p: p.read_bytes() for p in runbooks.glob("*.ipynb")} == before, "nbmake must not write outputs back"
+    assert sb.store.get("rollouts", ns, name)["status"]["abort"] is True, "defaults must change nothing"
