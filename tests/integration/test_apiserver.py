@@ -13,7 +13,6 @@ import pytest
 from apiserver_harness import Harness, running_apiserver
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
-
 from rollbook.sandbox.apiserver import ApiServer
 from rollbook.sandbox.store import Store
 
@@ -66,7 +65,8 @@ def test_discovery_documents(h: Harness) -> None:
     api = h.api_client()
     assert client.CoreApi(api).get_api_versions().versions == ["v1"]
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(api).get_api_versions().groups}
-    assert groups == {"apps": "apps/v1", "argoproj.io": "argoproj.io/v1alpha1"}
+    assert groups == {"apps": "apps/v1", "argoproj.io": "argoproj.io/v1alpha1",
+                      "authorization.k8s.io": "authorization.k8s.io/v1"}
     core = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}
     assert {"pods", "pods/status", "pods/log", "events", "namespaces"} <= set(core)
     assert core["pods/log"].verbs == ["get"] and not core["namespaces"].namespaced
@@ -572,3 +572,33 @@ def test_listeners_hear_real_writes_only(h: Harness) -> None:
                                               dry_run="All")
     h.custom().delete_namespaced_custom_object(*ARGO, "prod", "rollouts", "api")
     assert heard == [("ADDED", "namespaces", "prod"), ("ADDED", "rollouts", "api"), ("DELETED", "rollouts", "api")]
+
+
+def test_scale_subresource_reads_and_writes_replicas(h: Harness) -> None:
+    make_rollout(h, HPAReplicas=3, selector="app=api")
+    custom = h.custom()
+    scale = custom.get_namespaced_custom_object_scale(*ARGO, "prod", "rollouts", "api")
+    assert (scale["kind"], scale["spec"], scale["status"]) == ("Scale", {"replicas": 3},
+                                                               {"replicas": 3, "selector": "app=api"})
+    custom.patch_namespaced_custom_object_scale(*ARGO, "prod", "rollouts", "api", {"spec": {"replicas": 1}})
+    stored = h.store.get("rollouts", "prod", "api")
+    assert stored["spec"]["replicas"] == 1 and stored["metadata"]["generation"] == 2
+    with pytest.raises(ApiException) as exc:
+        h.custom("sandbox").patch_namespaced_custom_object_scale(*ARGO, "prod", "rollouts", "api",
+                                                                 {"spec": {"replicas": 2}})
+    assert exc.value.status == 403
+
+
+@pytest.mark.parametrize(("context", "verb", "resource", "subresource", "expected"), [
+    ("sandbox", "patch", "rollouts", "status", True),
+    ("sandbox-viewer", "patch", "rollouts", "status", False),
+    ("sandbox-viewer", "list", "analysisruns", "", True),
+    ("sandbox", "delete", "pods", "", False),
+])
+def test_self_subject_access_review(h: Harness, context: str, verb: str, resource: str, subresource: str,
+                                    expected: bool) -> None:
+    attrs = client.V1ResourceAttributes(namespace="prod", verb=verb, group="argoproj.io", resource=resource,
+                                        subresource=subresource)
+    review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs))
+    answer = client.AuthorizationV1Api(h.api_client(context)).create_self_subject_access_review(review)
+    assert answer.status.allowed is expected

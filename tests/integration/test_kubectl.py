@@ -32,7 +32,7 @@ def kubectl(h: Harness, *args: str, context: str = "sandbox", check: bool = True
     """Run kubectl against the harness (its own HOME, so the discovery cache is per test)."""
     env = {**os.environ, "KUBECONFIG": str(h.kubeconfig), "HOME": str(h.directory)}
     proc = subprocess.run(["kubectl", "--context", context, *args], env=env, capture_output=True, text=True,
-                          input=stdin, timeout=timeout)
+                          input=stdin, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
     return proc
@@ -216,3 +216,20 @@ def test_logs_and_delete(h: Harness) -> None:
     assert out.strip() == 'rollout.argoproj.io "api" deleted'
     missing = kubectl(h, "get", "rollout", "api", "-n", "prod", check=False)
     assert missing.stderr.strip() == 'Error from server (NotFound): rollouts.argoproj.io "api" not found'
+
+
+@pytest.mark.parametrize(("context", "args", "answer"), [
+    ("sandbox", ("patch", "rollouts", "--subresource=status"), "yes"),
+    ("sandbox-viewer", ("patch", "rollouts", "--subresource=status"), "no"),
+    ("sandbox-viewer", ("list", "analysisruns"), "yes"),
+])
+def test_auth_can_i(h: Harness, context: str, args: tuple[str, ...], answer: str) -> None:
+    proc = kubectl(h, "auth", "can-i", *args, "-n", "prod", context=context, check=False)
+    assert proc.stdout.strip() == answer and proc.returncode == (0 if answer == "yes" else 1)
+
+
+def test_scale_rollout(h: Harness) -> None:
+    seed(h)
+    out = kubectl(h, "scale", "rollout", "api", "-n", "prod", "--replicas=1", context="sandbox-admin")
+    assert out.stdout.strip() == "rollout.argoproj.io/api scaled"
+    assert h.store.get("rollouts", "prod", "api")["spec"]["replicas"] == 1

@@ -15,13 +15,22 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
 from rollbook.sandbox import openapi, tables
-from rollbook.sandbox.store import RESOURCES, Resource, Store, StoreError, bad_request, resource
+from rollbook.sandbox.store import (
+    RESOURCES,
+    Resource,
+    Store,
+    StoreError,
+    apply_patch,
+    bad_request,
+    invalid,
+    resource,
+)
 
 JSON = dict[str, Any]
 _log = logging.getLogger(__name__)
@@ -40,6 +49,7 @@ PATCH_TYPES = {
     "application/strategic-merge-patch+json": "strategic",
     "application/apply-patch+yaml": "apply",
 }
+ACCESS_REVIEW_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 _NOT_FOUND = StoreError(404, "NotFound", "the server could not find the requested resource")
 
 
@@ -80,10 +90,15 @@ class Route:
 
 def allowed(user: User, verb: str, res: Resource, sub: str | None) -> bool:
     """RBAC of the sandbox: everyone reads; writes per :data:`ROLE_WRITES`."""
+    return may(user, verb, f"{res.plural}/{sub}" if sub else res.plural)
+
+
+def may(user: User, verb: str, resource_path: str) -> bool:
+    """Whether a user may ``verb`` a resource path such as ``rollouts/status``."""
     if verb in READ_VERBS:
         return True
     writes = ROLE_WRITES.get(user.role, frozenset())
-    return "*" in writes or (f"{res.plural}/{sub}" if sub else res.plural) in writes
+    return "*" in writes or (verb in WRITE_VERBS and resource_path in writes)
 
 
 def forbidden(user: User, verb: str, route: Route) -> StoreError:
@@ -117,7 +132,8 @@ def parse_route(segments: list[str]) -> Route:
     if res.namespaced and not namespace and len(rest) > 1:
         raise _NOT_FOUND
     name, sub = (rest[1:] + [None, None])[:2]
-    if sub and not ((sub == "status" and res.has_status) or (sub == "log" and res.plural == "pods")):
+    served = {"status": res.has_status, "log": res.plural == "pods", "scale": res.has_scale}
+    if sub and not served.get(sub):
         raise _NOT_FOUND
     return Route(res, namespace, name, sub)
 
@@ -129,6 +145,8 @@ def verb_of(method: str, route: Route, query: dict[str, str]) -> str:
         verbs = {"GET": "watch" if watching else "list", "POST": "create", "DELETE": "deletecollection"}
     elif route.sub == "log":
         verbs = {"GET": "get"}
+    elif route.sub:
+        verbs = {"GET": "get", "PUT": "update", "PATCH": "patch"}
     else:
         verbs = {"GET": "watch" if watching else "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
     if method not in verbs:
@@ -189,7 +207,7 @@ class ApiServer:
         """TLS-wrap an accepted socket; the handshake runs later in the handler thread."""
         return self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 
-    def __enter__(self) -> ApiServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -227,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.request.do_handshake()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         _log.debug("%s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
@@ -265,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_json(e.code, e.to_status())
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, TimeoutError):
             self.close_connection = True
-        except Exception as e:  # a bug must answer 500 with a Status, not hang the client
+        except Exception as e:  # noqa: BLE001 - a bug must answer 500 with a Status, not hang the client
             _log.exception("sandbox apiserver failed on %s %s", self.command, self.path)
             self.send_json(500, StoreError(500, "InternalError", f"Internal error occurred: {e}").to_status())
 
@@ -331,6 +349,9 @@ class _Dispatch:
         """Serve discovery, OpenAPI or a resource route."""
         if self.h.command == "GET" and self._discovery():
             return
+        if self.h.command == "POST" and self.path.rstrip("/") == ACCESS_REVIEW_PATH:
+            self._access_review()
+            return
         segments = [unquote(s) for s in self.path.strip("/").split("/") if s]
         route = parse_route(segments)
         verb = verb_of(self.h.command, route, self.query)
@@ -380,6 +401,25 @@ class _Dispatch:
         self.h.send_json(200, doc)
         return True
 
+    def _access_review(self) -> None:
+        """``kubectl auth can-i``: a SelfSubjectAccessReview answered from the sandbox RBAC."""
+        assert self.user is not None
+        if "protobuf" in self.h.headers.get("Content-Type", ""):  # kubectl auth can-i sends protobuf
+            spec = access_review_spec_from_protobuf(self.body)
+        else:
+            review = self._object_body()
+            spec = (review.get("spec") or {}) if isinstance(review, dict) else {}
+        attrs = spec.get("resourceAttributes")
+        if attrs is None:  # non-resource URLs (discovery, /version) are readable by everyone
+            verdict = str((spec.get("nonResourceAttributes") or {}).get("verb", "")) in READ_VERBS
+        else:
+            path = "/".join(p for p in (attrs.get("resource", ""), attrs.get("subresource", "")) if p)
+            served = attrs.get("resource") in RESOURCES or attrs.get("resource") == "*"
+            verdict = served and may(self.user, str(attrs.get("verb", "")), path)
+        status: JSON = {"allowed": verdict}  # no reason on a denial, like upstream RBAC (kubectl prints "no")
+        self.h.send_json(201, {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                               "metadata": {}, "spec": spec, "status": status})
+
     # ------------------------------------------------------------------ helpers
 
     @property
@@ -398,6 +438,10 @@ class _Dispatch:
     def _object_body(self) -> JSON:
         """The request body as an object (JSON, or YAML when sent as YAML)."""
         ctype = self.h.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        if "protobuf" in ctype:  # clients fall back to JSON on a 415, as against a JSON-only aggregated API
+            raise StoreError(415, "UnsupportedMediaType",
+                             'the body of the request was in an unknown format - accepted media types include: '
+                             'application/json, application/yaml')
         try:
             data = yaml.safe_load(self.body) if "yaml" in ctype else json.loads(self.body or b"null")
         except (ValueError, yaml.YAMLError) as e:
@@ -424,6 +468,9 @@ class _Dispatch:
             self._log(route)
             return
         obj = self.api.store.get(route.res.plural, route.namespace, route.name)
+        if route.sub == "scale":
+            self.h.send_json(200, scale_of(route.res, obj))
+            return
         self.h.send_json(200, self._table_or(route, [obj]) if self.wants_table else obj)
 
     def _log(self, route: Route) -> None:
@@ -511,6 +558,9 @@ class _Dispatch:
         body = self._object_body()
         if not isinstance(body, dict):
             raise bad_request("the body of an update must be a JSON object")
+        if route.sub == "scale":
+            self._write_scale(route, body)
+            return
         obj = self.api.store.replace(route.res.plural, route.namespace, route.name, body,
                                      subresource=route.sub, dry_run=self.dry_run)
         self.h.send_json(200, obj)
@@ -528,6 +578,10 @@ class _Dispatch:
         store, res = self.api.store, route.res
         if patch_type == "apply":
             self._apply(route, body)
+            return
+        if route.sub == "scale":
+            current = scale_of(res, store.get(res.plural, route.namespace, route.name))
+            self._write_scale(route, apply_patch(res, route.name, current, body, patch_type))
             return
         obj = store.patch(res.plural, route.namespace, route.name, body, patch_type,
                           subresource=route.sub, dry_run=self.dry_run)
@@ -551,6 +605,19 @@ class _Dispatch:
                           dry_run=self.dry_run)
         self.h.send_json(200, obj)
 
+    def _write_scale(self, route: Route, scale: JSON) -> None:
+        """Write ``spec.replicas`` of a Scale back to its object (a given resourceVersion is checked)."""
+        assert route.name is not None
+        replicas = (scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise invalid(route.res, route.name, "spec.replicas",
+                          f"Invalid value: {replicas!r}: must be greater than or equal to 0")
+        rv = (scale.get("metadata") or {}).get("resourceVersion")
+        patch: JSON = {"spec": {"replicas": replicas}, **({"metadata": {"resourceVersion": rv}} if rv else {})}
+        obj = self.api.store.patch(route.res.plural, route.namespace, route.name, patch, "merge",
+                                   dry_run=self.dry_run)
+        self.h.send_json(200, scale_of(route.res, obj))
+
     def _delete(self, route: Route) -> None:
         """DELETE: the object for pods and custom resources, a Success Status for the rest (as upstream)."""
         assert route.name is not None
@@ -571,7 +638,7 @@ class _Dispatch:
         """DELETE on a collection: delete every matching object, answer with the list of them."""
         labels, fields = self._filters()
         store, res = self.api.store, route.res
-        items, rv, _ = store.list(res.plural, route.namespace, label_selector=labels, field_selector=fields)
+        items, _rv, _ = store.list(res.plural, route.namespace, label_selector=labels, field_selector=fields)
         deleted = []
         for item in items:
             meta = item["metadata"]
@@ -582,6 +649,74 @@ class _Dispatch:
                     raise
         self.h.send_json(200, {"kind": f"{res.kind}List", "apiVersion": res.api_version,
                                "metadata": {"resourceVersion": store.resource_version}, "items": deleted})
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    """A protobuf varint at ``i``: (value, next index)."""
+    value = shift = 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            return value, i
+
+
+def _proto_fields(data: bytes) -> dict[int, list[Any]]:
+    """The fields of one protobuf message (varints as int, length-delimited as bytes)."""
+    fields: dict[int, list[Any]] = {}
+    i = 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        wire: Any
+        if key & 7 == 0:
+            wire, i = _varint(data, i)
+        elif key & 7 == 2:
+            size, i = _varint(data, i)
+            wire, i = data[i:i + size], i + size
+        else:
+            size = 8 if key & 7 == 1 else 4
+            wire, i = data[i:i + size], i + size
+        fields.setdefault(key >> 3, []).append(wire)
+    return fields
+
+
+_RESOURCE_ATTRS = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource", 6: "subresource", 7: "name"}
+
+
+def access_review_spec_from_protobuf(body: bytes) -> JSON:
+    """The spec of a protobuf SelfSubjectAccessReview (``k8s\\0`` envelope).
+
+    Hand-written: this is the only protobuf request kubectl sends us, and the protobuf runtime plus
+    generated Kubernetes types would be a large dependency for five string fields.
+    """
+    try:
+        if not body.startswith(b"k8s\x00"):
+            raise ValueError("missing the k8s protobuf envelope")
+        review = _proto_fields(_proto_fields(body[4:])[2][0])
+        spec = _proto_fields(review.get(2, [b""])[0])
+        if 1 in spec:
+            attrs = _proto_fields(spec[1][0])
+            return {"resourceAttributes": {_RESOURCE_ATTRS[k]: v[0].decode() for k, v in attrs.items()
+                                           if k in _RESOURCE_ATTRS}}
+        attrs = _proto_fields(spec.get(2, [b""])[0])
+        names = {1: "path", 2: "verb"}
+        return {"nonResourceAttributes": {names[k]: v[0].decode() for k, v in attrs.items() if k in names}}
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError) as e:
+        raise bad_request(f"the SelfSubjectAccessReview could not be decoded from protobuf: {e}") from e
+
+
+def scale_of(res: Resource, obj: JSON) -> JSON:
+    """The autoscaling/v1 Scale of an object (Argo's paths for rollouts: .status.HPAReplicas, .status.selector)."""
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    if res.plural == "rollouts":
+        current, selector = status.get("HPAReplicas", 0), status.get("selector", "")
+    else:
+        labels = (spec.get("selector") or {}).get("matchLabels") or {}
+        current, selector = status.get("replicas", 0), ",".join(f"{k}={v}" for k, v in labels.items())
+    keep = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {k: meta[k] for k in keep if k in meta},
+            "spec": {"replicas": spec.get("replicas", 0)}, "status": {"replicas": current, "selector": selector}}
 
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")

@@ -22,13 +22,21 @@ def version_info() -> JSON:
     }
 
 
-def group_versions() -> list[tuple[str, str]]:
+# Served without being stored: kubectl auth can-i and permission checks post these.
+ACCESS_REVIEW = {
+    "name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview", "namespaced": False,
+    "kind": "SelfSubjectAccessReview", "verbs": ["create"],
+}
+EXTRA_RESOURCES: dict[tuple[str, str], list[JSON]] = {("authorization.k8s.io", "v1"): [ACCESS_REVIEW]}
+
+
+def group_versions(*, with_extra: bool = True) -> list[tuple[str, str]]:
     """The (group, version) pairs served, core first."""
     seen: list[tuple[str, str]] = []
     for res in RESOURCES.values():
         if (res.group, res.version) not in seen:
             seen.append((res.group, res.version))
-    return seen
+    return seen + (list(EXTRA_RESOURCES) if with_extra else [])
 
 
 def api_versions(server_address: str) -> JSON:
@@ -79,15 +87,19 @@ def _subresources(res: Resource) -> list[JSON]:
         subs.append({"name": f"{res.plural}/status", **base, "verbs": ["get", "patch", "update"]})
     if res.plural == "pods":
         subs.append({"name": "pods/log", **base, "verbs": ["get"]})
+    if res.has_scale:
+        subs.append({"name": f"{res.plural}/scale", **base, "kind": "Scale", "group": "autoscaling",
+                     "version": "v1", "verbs": ["get", "patch", "update"]})
     return subs
 
 
 def resource_list(group: str, version: str) -> JSON | None:
     """``GET /api/v1`` or ``/apis/{group}/{version}``, or None when not served."""
     members = [r for r in RESOURCES.values() if (r.group, r.version) == (group, version)]
-    if not members:
-        return None
     resources = [e for r in members for e in (_api_resource(r), *_subresources(r))]
+    resources += EXTRA_RESOURCES.get((group, version), [])
+    if not resources:
+        return None
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
@@ -108,7 +120,7 @@ def _hash(text: str) -> str:
 def openapi_index() -> JSON:
     """``GET /openapi/v3``: one document per group version."""
     paths = {}
-    for g, v in group_versions():
+    for g, v in group_versions(with_extra=False):
         path = _gv_path(g, v)
         digest = _hash(json.dumps(openapi_document(path), sort_keys=True))[:64]
         paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
@@ -147,7 +159,7 @@ def _item_paths(res: Resource) -> dict[str, JSON]:
 
 def openapi_document(path: str) -> JSON | None:
     """``GET /openapi/v3/{path}`` stub, or None when the group version is not served."""
-    for g, v in group_versions():
+    for g, v in group_versions(with_extra=False):
         if _gv_path(g, v) == path.strip("/"):
             paths: JSON = {}
             for res in (r for r in RESOURCES.values() if (r.group, r.version) == (g, v)):

@@ -19,12 +19,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import jsonpatch
 
 JSON = dict[str, Any]
+JSONList = list[JSON]  # aliases: inside Store, ``list`` names the method
 Listener = Callable[[str, str, JSON], None]
 LOG_ANNOTATION = "sandbox.rollbook.io/log"
 DEFAULT_WATCH_SECONDS = 1800.0  # the real server picks 30-60 min; ours is bounded as well
@@ -44,6 +45,7 @@ class Resource:
     short_names: tuple[str, ...] = ()
     builtin: bool = True  # strategic merge patch exists only for built-in kinds
     categories: tuple[str, ...] = ()
+    has_scale: bool = False  # serves ``{plural}/scale`` (autoscaling/v1 Scale)
 
     @property
     def api_version(self) -> str:
@@ -73,9 +75,11 @@ RESOURCES: dict[str, Resource] = {
         Resource("pods", "", "v1", "Pod", short_names=("po",), categories=("all",)),
         Resource("events", "", "v1", "Event", has_status=False, short_names=("ev",)),
         Resource("namespaces", "", "v1", "Namespace", namespaced=False, short_names=("ns",)),
-        Resource("replicasets", "apps", "v1", "ReplicaSet", short_names=("rs",), categories=("all",)),
-        Resource("deployments", "apps", "v1", "Deployment", short_names=("deploy",), categories=("all",)),
-        Resource("rollouts", _ARGO, "v1alpha1", "Rollout", short_names=("ro",), builtin=False),
+        Resource("replicasets", "apps", "v1", "ReplicaSet", short_names=("rs",), categories=("all",),
+                 has_scale=True),
+        Resource("deployments", "apps", "v1", "Deployment", short_names=("deploy",), categories=("all",),
+                 has_scale=True),
+        Resource("rollouts", _ARGO, "v1alpha1", "Rollout", short_names=("ro",), builtin=False, has_scale=True),
         Resource("analysisruns", _ARGO, "v1alpha1", "AnalysisRun", short_names=("ar",), builtin=False),
         Resource(
             "analysistemplates", _ARGO, "v1alpha1", "AnalysisTemplate", has_status=False,
@@ -450,7 +454,7 @@ def _json_patch(res: Resource, name: str, current: JSON, body: Any) -> Any:
 
 def now_rfc3339() -> str:
     """The current UTC time as Kubernetes writes timestamps."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _jsonable(value: Any) -> Any:
@@ -460,8 +464,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return aware.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, date):
         return value.isoformat()
     return value
@@ -500,6 +504,9 @@ class _Event:
     plural: str
     obj: JSON
     old: JSON | None
+
+
+_EventList = list[_Event]
 
 
 @dataclass
@@ -697,7 +704,7 @@ class Store:
         return self._watch_events(query, initial, cursor, deadline, stop or threading.Event())
 
     def _watch_events(
-        self, query: _Query, initial: list[JSON], cursor: int, deadline: float, stop: threading.Event,
+        self, query: _Query, initial: JSONList, cursor: int, deadline: float, stop: threading.Event,
     ) -> Iterator[tuple[str, JSON]]:
         """The watch generator: initial objects, then history after ``cursor`` until the deadline."""
         for obj in initial:
@@ -804,7 +811,7 @@ class Store:
         self._lock.notify_all()
         return event
 
-    def _notify(self, events: list[_Event]) -> None:
+    def _notify(self, events: _EventList) -> None:
         """Tell listeners about real writes, outside the lock; a failing listener must not fail the write."""
         with self._lock:
             listeners = list(self._listeners)
@@ -812,7 +819,7 @@ class Store:
             for fn in listeners:
                 try:
                     fn(event.type, event.plural, copy.deepcopy(event.obj))
-                except Exception:  # the write already happened; log loudly instead of failing the caller
+                except Exception:  # noqa: BLE001 - the write already happened; log loudly instead of failing the caller
                     _log.exception("store listener %r failed on %s %s", fn, event.type, event.plural)
 
 

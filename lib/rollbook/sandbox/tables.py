@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rollbook.sandbox.store import Resource
@@ -43,8 +43,8 @@ def age(timestamp: str | None) -> str:
     """The AGE cell of an RFC 3339 timestamp ("<unknown>" when absent)."""
     if not timestamp:
         return "<unknown>"
-    then = datetime.strptime(timestamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
-    return human_duration((datetime.now(timezone.utc) - then).total_seconds())
+    then = datetime.strptime(timestamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return human_duration((datetime.now(UTC) - then).total_seconds())
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -101,7 +101,7 @@ def _init_reason(pod: JSON) -> str | None:
         if terminated is not None:
             return "Init:" + (terminated.get("reason") or _exit_reason(terminated))
         if waiting.get("reason") and waiting["reason"] != "PodInitializing":
-            return "Init:" + waiting["reason"]
+            return "Init:" + str(waiting["reason"])
         return f"Init:{i}/{total}"
     return None
 
