@@ -641,17 +641,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self.close_connection = True
-            body = b""
-            reply = _json_reply(413, {"error": "bad_request", "message": "request body over 1 MiB",
-                                      "details": {}, "request_id": ""})
-        else:
-            body = self.rfile.read(length) if length > 0 else b""
+        raw_length = self.headers.get("Content-Length") or "0"
+        length = int(raw_length) if raw_length.isdigit() else -1
+        if 0 <= length <= MAX_BODY:
             request = _Request(self.command, parts.path, dict(parse_qsl(parts.query)),
-                               {k.lower(): v for k, v in self.headers.items()}, body)
+                               {k.lower(): v for k, v in self.headers.items()},
+                               self.rfile.read(length) if length else b"")
             reply = self.server.mc.handle(request)
+        else:  # unread body: the connection cannot be reused
+            self.close_connection = True
+            reply = _json_reply(400, {"error": "bad_request", "details": {"content_length": raw_length},
+                                      "message": f"Content-Length must be an integer up to {MAX_BODY} bytes",
+                                      "request_id": uuid.uuid4().hex[:16]})
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
