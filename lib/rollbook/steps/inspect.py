@@ -10,6 +10,7 @@ from rollbook.cluster import AnalysisRunInfo, RolloutView
 from rollbook.errors import EvidenceError
 from rollbook.evidence import Verdict
 from rollbook.steps.core import Incident, Outcome
+from rollbook.steps.slo_view import SloEvidence, gather
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def side_by_side(in_run: dx.EvidenceInRun, live: LiveVerdict) -> list[dict[str, 
 
 
 def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceInRun,
-            live: LiveVerdict) -> Outcome:
+            live: LiveVerdict, slo_ev: SloEvidence | None = None) -> Outcome:
     """Which trigger fired, the failed metrics, and MC's reason (from the run, else from MC)."""
     trigger = dx.trigger_of(run)
     failed = [m.name for m in dx.failing(run)] if run else []
@@ -73,6 +74,9 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
     } | advice
     findings = {"trigger": trigger, "failed_metrics": failed, "analysis_run": run.name if run else None,
                 "mc_reason": mc_reason}
+    if slo_ev is not None and slo_ev.findings:
+        findings |= {"slo": slo_ev.findings_json(), "slo_canary_only": slo_ev.canary_only}
+        facts["slo_source"] = slo_ev.source
     notes = [in_run.explanation]
     if trigger == "error" and live.verdict is not None and live.verdict.ok:
         notes.append(f"MC answers now and passes release {live.release_id}: the gate errored because MC could not "
@@ -96,16 +100,22 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
         "none": "no metric failed",
     }[trigger]
     reason = f"AnalysisRun {run.name} is {run.phase}: {text} ({', '.join(failed) or 'no metric'})"
-    reason += f"; MC says: {mc_reason}." if mc_reason else "."
+    reason += f"; MC says: {mc_reason}" if mc_reason else ""
+    breached = [f for f in (slo_ev.findings if slo_ev else []) if f.breached]
+    if breached:
+        reason += "; " + "; ".join(f.reason.rstrip(".") for f in breached)
+    reason += "."
     verdict = "pass" if trigger in ("evidence", "slo", "evidence+slo") else "needs_human"
     return Outcome(2, "inspect-evidence", verdict, reason, facts, findings, notes)
 
 
-def run(incident: Incident) -> tuple[RolloutView, AnalysisRunInfo | None, dx.EvidenceInRun, LiveVerdict, Outcome]:
-    """Read the rollout and its runs, ask MC, decide."""
+def run(incident: Incident) -> tuple[RolloutView, AnalysisRunInfo | None, dx.EvidenceInRun, LiveVerdict,
+                                     SloEvidence, Outcome]:
+    """Read the rollout and its runs, ask MC and Prometheus, decide."""
     view = incident.view()
     run_ = dx.failed_run(view) or (None if view.phase == "Healthy" else dx.latest_run(view))
     in_run = dx.evidence_in_run(run_)
     release = (in_run.verdict.release_id if in_run.verdict else None) or dx.canary_release_id(view)[0]
     live = live_verdict(incident, release)
-    return view, run_, in_run, live, inspect(view, run_, in_run, live)
+    slo_ev = gather(incident, view, run_)
+    return view, run_, in_run, live, slo_ev, inspect(view, run_, in_run, live, slo_ev)

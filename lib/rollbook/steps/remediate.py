@@ -14,6 +14,7 @@ from rollbook.errors import EvidenceError, PreconditionError, RollbookError
 from rollbook.evidence import Listing, Verdict
 from rollbook.steps.core import Incident, Outcome
 from rollbook.steps.identity import mc_release, validate
+from rollbook.steps.slo_view import SloEvidence, gather
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Plan:
     verdict_after: Verdict | None = None
     blockers: list[str] = field(default_factory=list)
     mutations: list[dict[str, Any]] = field(default_factory=list)
+    slo: SloEvidence = field(default_factory=lambda: SloEvidence(note="Not an SLO failure: no SLO evidence to show."))
 
 
 def slot_rows(listing: Listing | None) -> list[dict[str, Any]]:
@@ -177,6 +179,9 @@ def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str
             plan.blockers.append("the SLO checks failed too: a retry re-runs the same release and would fail again")
     else:
         plan.blockers.append("an SLO regression: a retry re-runs the same release with the same code")
+    if trigger in ("slo", "evidence+slo"):
+        plan.slo = gather(incident, view, run)
+        facts["slo"] = plan.slo.findings_json()
     plan.blockers += preconditions(incident, view)
     facts |= {"path": path, "blockers": plan.blockers, "attached": plan.attached,
               "verdict_before": _v(plan.verdict_before), "verdict_after": _v(plan.verdict_after),
@@ -248,7 +253,9 @@ def _slo_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Ap
     except RollbookError as e:
         facts["undo_error"] = str(e)
     findings["undone"] = False
+    alone = {True: " The regression is the canary's alone (stable within thresholds).",
+             False: " Stable breached too: look beyond this release.", None: ""}[plan.slo.canary_only]
     return Outcome(4, "remediate-and-retry", "needs_human",
-                   f"SLO regression in release {plan.release_id}: a retry would re-run the same release, so none "
+                   f"SLO regression in release {plan.release_id}:{alone} A retry would re-run the same release, so none "
                    f"is sent. Recommended: undo to revision {target} (dry run recorded; approve with --param "
                    "approve_undo=true) or ship a fixed release.", facts, findings)
