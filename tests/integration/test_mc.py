@@ -177,6 +177,16 @@ def test_idempotent_reattach(writer: MCClient, mc: MCServer, tmp_path: Path) -> 
     assert [r.status for r in posts] == [201, 200] and posts[0].idempotency_key == posts[1].idempotency_key
 
 
+def test_attach_applied_but_reply_lost_is_not_stored_twice(mc: MCServer, tmp_path: Path) -> None:
+    # the server applies the first POST after the client has given up on it; the retry must find it
+    admin(mc, "POST", "/admin/faults", {"path_prefix": f"/api/v1/releases/{NEW}/evidence", "times": 1,
+                                        "delay": 0.3})
+    with make_client(mc, timeout=0.15, retries=2, backoff=0.4) as c:
+        result = c.attach_file(NEW, junit(tmp_path / "report.xml", total=7), "test-report")
+    assert result.created is False and result.verdict.ok
+    assert len([i for i in mc.state["evidence"][NEW] if i["name"] == "test-report"]) == 1
+
+
 def test_listing_extra_items(writer: MCClient, reader: MCClient) -> None:
     writer.attach(NEW, {"name": "sbom", "type": "sbom", "digest": "sha256:" + "5b" * 32})
     listing = reader.listing(NEW)

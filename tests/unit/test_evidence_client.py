@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -387,6 +388,8 @@ def test_secret_is_masked_everywhere() -> None:
     for text in (repr(secret), str(secret), f"{secret}", repr(mc)):
         assert TOKEN not in text
     assert secret.reveal() == TOKEN
+    with pytest.raises(TypeError):
+        pickle.dumps(secret)  # a pickled kernel variable or cache file would carry the value
     with pytest.raises(TypeError):
         MCClient(BASE, TOKEN)  # type: ignore[arg-type]
 
