@@ -80,8 +80,10 @@ def message(view: RolloutView, outcome: Outcome, mc_reason: str | None, record_l
     return "\n".join(lines)
 
 
-def run(incident: Incident, incident_start: str = "") -> tuple[RolloutView, Outcome, str]:
-    """Read, assess, compose the message."""
+def run(incident: Incident, incident_start: str = "", *, notify: bool = False) -> tuple[RolloutView, Outcome, str, Any]:
+    """Read, assess, compose the message, attach pictures, send it (a dry run unless `notify`)."""
+    from rollbook.steps.notify import send
+
     view = incident.view()
     earlier = incident.earlier().get("findings") or {}
     outcome = assess(view, incident_start=dx.parse_time(incident_start), now=dx.now_utc(),
@@ -89,4 +91,11 @@ def run(incident: Incident, incident_start: str = "") -> tuple[RolloutView, Outc
     link = str(incident.run_dir) if incident.run_dir else None
     text = message(view, outcome, earlier.get("mc_reason"), link)
     outcome.facts["message"] = text
-    return view, outcome, text
+    notice = send(incident, view, outcome, earlier.get("mc_reason"), notify=notify)
+    outcome.findings |= {"escalation_sent": notice.sent,
+                         "escalation_deliveries": notice.deliveries}
+    outcome.facts |= {"pictures": [str(p) for _, p in notice.pictures], "picture_source": notice.picture_source,
+                      "notify": notify}
+    if notice.note:
+        outcome.notes.append(notice.note)
+    return view, outcome, text, notice
