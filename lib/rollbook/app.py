@@ -50,11 +50,37 @@ def config_secrets(config: str | None) -> list[str]:
     return found
 
 
-def run(spec: runner.RunSpec, *, config: str | None = None) -> runner.RunResult:
-    """Validate (exit 2 before any kernel), snapshot, run the steps, write the record."""
+def run(spec: runner.RunSpec, *, config: str | None = None, apply_closeout: bool = False) -> runner.RunResult:
+    """Validate (exit 2 before any kernel), snapshot, run the steps, write the record, update the ticket."""
     validated = runner.validate(spec)
-    load_config(config)  # a broken config file is a usage error before anything runs
-    return runner.run(validated, snapshot=snapshot_for(spec, config), secrets=config_secrets(config))
+    cfg = load_config(config)  # a broken config file is a usage error before anything runs
+    result = runner.run(validated, snapshot=snapshot_for(spec, config), secrets=config_secrets(config))
+    if spec.ticket and (cfg.jira.enabled or cfg.ticket_webhook.enabled):
+        update_ticket(result.record_dir, cfg, spec.ticket, apply=apply_closeout)
+    return result
+
+
+def update_ticket(run_dir: Path, cfg: Any, ticket: str, *, apply: bool) -> list[dict[str, Any]]:
+    """Post summary.md and attach bundle.zip to the ticket (dry run unless apply); keep the answer in ticket.json."""
+    import json
+
+    from rollbook import record, tickets
+    from rollbook.errors import RollbookError
+
+    summary = (run_dir / "summary.md").read_text(encoding="utf-8")
+    try:
+        deliveries = [d.to_dict() for d in tickets.update_ticket(cfg, ticket, summary, run_dir / "bundle.zip",
+                                                                 dry_run=not apply)]
+        error = None
+    except RollbookError as e:
+        deliveries, error = list(getattr(e, "deliveries", []) or []), str(e)
+        deliveries = [d.to_dict() if hasattr(d, "to_dict") else d for d in deliveries]
+    doc = {"ticket": ticket, "applied": apply, "deliveries": deliveries, "error": error}
+    (run_dir / "ticket.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+    record.write_manifest(run_dir)
+    state = "updated" if apply and not error else ("NOT updated: " + error if error else "dry run (--apply-closeout sends)")
+    print(f"ticket {ticket}: {state}", file=sys.stderr, flush=True)
+    return deliveries
 
 
 @contextmanager

@@ -44,6 +44,9 @@ def sandbox(scenario: str, state_dir: Path, port: int) -> None:
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A notebook parameter (repeatable).")
 @click.option("--approve-retry", is_flag=True, help="Allow step 4 to send the retry when its preconditions hold.")
 @click.option("--approve-undo", is_flag=True, help="Allow step 4 to send the undo recommended for an SLO regression.")
+@click.option("--notify", is_flag=True, help="Send the escalation to the configured targets (default: dry run).")
+@click.option("--apply-closeout", is_flag=True,
+              help="Report a missed rollback to MC and update the ticket (default: dry run, payloads recorded).")
 @click.option("--approver", default=None, help="Who approved the mutation (required with --approve-*).")
 @click.option("--ticket", default=None, help="Ticket of the approval (required with --approve-*).")
 @click.option("--config", default=None, envvar="ROLLBOOK_CONFIG", help="rollbook.yaml (services, contexts).")
@@ -51,15 +54,17 @@ def sandbox(scenario: str, state_dir: Path, port: int) -> None:
 @click.option("--step-timeout", type=float, default=600.0, show_default=True, help="Wall-clock bound per step (s).")
 def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc_url: str | None,
             release_id: str | None, out: Path, steps_: str | None, params: tuple[str, ...], approve_retry: bool,
-            approve_undo: bool, approver: str | None, ticket: str | None, config: str | None,
+            approve_undo: bool, notify: bool, apply_closeout: bool, approver: str | None, ticket: str | None,
+            config: str | None,
             runbooks: Path | None, step_timeout: float) -> None:
     """Run the playbook's step notebooks headless and write one incident record."""
     from rollbook import app, runner
 
     def body() -> None:
         extra: dict[str, object] = dict(runner.parse_params(params))
-        if approve_undo:
-            extra["approve_undo"] = True
+        for flag, on in (("approve_undo", approve_undo), ("notify", notify), ("apply_closeout", apply_closeout)):
+            if on:
+                extra[flag] = True
         if config:
             extra["config"] = config
         if (approve_retry or approve_undo) and not (approver and ticket):
@@ -70,7 +75,7 @@ def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc
             release_id=release_id, out=out, steps=runner.parse_steps(steps_) if steps_ else None, params=extra,
             approve_retry=approve_retry, approver=approver, ticket=ticket,
             runbooks_dir=runbooks or app.default_runbooks(), step_timeout=step_timeout)
-        result = app.run(spec, config=config)
+        result = app.run(spec, config=config, apply_closeout=apply_closeout)
         _finish(result)
 
     _guard(body)

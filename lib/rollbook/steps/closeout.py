@@ -91,8 +91,32 @@ def ticket_text(view: RolloutView, outcome: Outcome, earlier: dict[str, Any]) ->
     return "\n".join(lines)
 
 
-def run(incident: Incident) -> tuple[RolloutView, Outcome, str]:
-    """Read, ask MC for the current bundle, verify, write the ticket text."""
+def report_rollback(incident: Incident, view: RolloutView, service: str | None, expected: str | None,
+                    current: dict[str, Any] | None, *, apply: bool) -> dict[str, Any] | None:
+    """When MC still shows the failed canary as current production, report the rollback (dry run unless apply)."""
+    canary = dx.canary_release_id(view)[0]
+    promoted = view.phase == "Healthy" and view.stable_hash == view.canary_hash
+    if promoted or not (service and expected and current) or current.get("release_id") != canary:
+        return None
+    try:
+        digest = incident.mc.release(expected).artifact_digest
+    except EvidenceError as e:
+        return {"kind": "rollback", "release_id": expected, "sent": False, "error": str(e)}
+    source = f"rollbook/{incident.incident or 'interactive'}"
+    planned = {"kind": "rollback", "service": service, "release_id": expected, "artifact_digest": digest,
+               "source": source, "sent": False}
+    if not apply:
+        return planned | {"note": "dry run: pass --apply-closeout to report it"}
+    try:
+        dep = incident.mc.report_deployment(service, expected, digest, "rollback", source,
+                                            environment=incident.environment)
+    except EvidenceError as e:
+        return planned | {"error": str(e)}
+    return planned | {"sent": True, "deployment_id": dep.id}
+
+
+def run(incident: Incident, *, apply_closeout: bool = False) -> tuple[RolloutView, Outcome, str]:
+    """Read, ask MC for the current bundle (report a rollback it missed), verify, write the ticket text."""
     view = incident.view()
     expected, _ = expected_production(view)
     service = None
@@ -102,7 +126,14 @@ def run(incident: Incident) -> tuple[RolloutView, Outcome, str]:
         except EvidenceError:
             service = None
     current, problem = mc_current(incident, service)
+    reported = report_rollback(incident, view, service, expected, current, apply=apply_closeout)
+    if reported and reported.get("sent"):
+        current, problem = mc_current(incident, service)
     outcome = verify(view, baseline_restarts(incident), expected, current, problem)
+    outcome.findings["mc_rollback_report"] = reported
+    if reported and not reported.get("sent"):
+        outcome.notes.append(f"MC still shows the failed release {dx.canary_release_id(view)[0]} as current; "
+                             f"a rollback report to {expected} is {'planned (dry run)' if 'note' in reported else 'failing'}.")
     text = ticket_text(view, outcome, incident.earlier())
     outcome.facts["ticket_text"] = text
     return view, outcome, text
