@@ -602,3 +602,26 @@ def test_self_subject_access_review(h: Harness, context: str, verb: str, resourc
     review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs))
     answer = client.AuthorizationV1Api(h.api_client(context)).create_self_subject_access_review(review)
     assert answer.status.allowed is expected
+
+
+def test_deleting_an_owner_collects_its_dependents(h: Harness) -> None:
+    owner = make_rollout(h)
+    ref = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "api", "uid": owner["metadata"]["uid"],
+           "controller": True}
+    rs = h.store.create("replicasets", "prod", {"metadata": {"name": "api-abc", "ownerReferences": [ref]},
+                                                "spec": {"replicas": 1}})
+    rs_ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-abc", "uid": rs["metadata"]["uid"]}
+    h.store.create("pods", "prod", {**pod("api-abc-1"), "metadata": {"name": "api-abc-1", "ownerReferences": [rs_ref]}})
+    h.store.create("pods", "prod", pod("unowned"))
+    h.custom().delete_namespaced_custom_object(*ARGO, "prod", "rollouts", "api")
+    assert h.apps().list_namespaced_replica_set("prod").items == []
+    assert [p.metadata.name for p in h.core().list_namespaced_pod("prod").items] == ["unowned"]
+
+
+def test_stop_closes_kept_alive_connections(tmp_path: Path) -> None:
+    with running_apiserver(tmp_path) as harness:
+        core = harness.core()
+        core.list_namespaced_pod("prod")
+    with pytest.raises(Exception) as exc:  # urllib3 wraps the refused/closed connection in several ways
+        core.list_namespaced_pod("prod", _request_timeout=2)
+    assert not isinstance(exc.value, ApiException)

@@ -233,3 +233,12 @@ def test_scale_rollout(h: Harness) -> None:
     out = kubectl(h, "scale", "rollout", "api", "-n", "prod", "--replicas=1", context="sandbox-admin")
     assert out.stdout.strip() == "rollout.argoproj.io/api scaled"
     assert h.store.get("rollouts", "prod", "api")["spec"]["replicas"] == 1
+
+
+def test_get_pages_with_chunk_size(h: Harness) -> None:
+    seed(h)
+    table = rows(kubectl(h, "get", "pods", "-n", "prod", "--chunk-size=1").stdout)
+    assert [r[0] for r in table] == ["NAME", "api-1", "api-2", "mc-1"]
+    pages = [r for r in h.server.requests if r.path == "/api/v1/namespaces/prod/pods"]
+    assert [r.query["limit"] for r in pages] == ["1", "1", "1"]
+    assert all("continue" in r.query for r in pages[1:])

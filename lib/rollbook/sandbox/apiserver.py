@@ -6,6 +6,7 @@ cannot deadlock against it. Every request is recorded in :attr:`ApiServer.reques
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -175,6 +176,8 @@ class ApiServer:
         self._ssl.set_alpn_protocols(["http/1.1"])  # kubectl would speak HTTP/2 if offered
         self._lock = threading.Lock()
         self.stopping = threading.Event()
+        self.connections: set[ssl.SSLSocket] = set()
+        self.connections_lock = threading.Lock()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -195,6 +198,11 @@ class ApiServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+        with self.connections_lock:  # kept-alive connections would otherwise outlive the server
+            open_connections, self.connections = list(self.connections), set()
+        for conn in open_connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -227,7 +235,16 @@ class _Server(ThreadingHTTPServer):
     def get_request(self) -> tuple[Any, Any]:
         """Accept and wrap; the TLS handshake is left to the handler thread so accept never blocks."""
         sock, addr = super().get_request()
-        return self.api.wrap(sock), addr
+        wrapped = self.api.wrap(sock)
+        with self.api.connections_lock:
+            self.api.connections.add(wrapped)
+        return wrapped, addr
+
+    def shutdown_request(self, request: Any) -> None:
+        """Forget a finished connection."""
+        with self.api.connections_lock:
+            self.api.connections.discard(request)
+        super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up mid-request are normal; keep them out of stderr."""
@@ -624,8 +641,9 @@ class _Dispatch:
         options = self._object_body() if self.body.strip() else {}
         options = options if isinstance(options, dict) else {}
         dry = self.dry_run or "All" in (options.get("dryRun") or [])
+        propagation = self.query.get("propagationPolicy") or options.get("propagationPolicy") or "Background"
         obj = self.api.store.delete(route.res.plural, route.namespace, route.name, dry_run=dry,
-                                    preconditions=options.get("preconditions"))
+                                    preconditions=options.get("preconditions"), propagation=str(propagation))
         if route.res.plural == "pods" or not route.res.builtin:
             self.h.send_json(200, obj)
             return

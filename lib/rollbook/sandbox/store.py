@@ -659,9 +659,9 @@ class Store:
 
     def delete(
         self, plural: str, namespace: str | None, name: str, *, dry_run: bool = False,
-        preconditions: JSON | None = None,
+        preconditions: JSON | None = None, propagation: str = "Background",
     ) -> JSON:
-        """Delete an object and return it; deleting a namespace deletes everything in it."""
+        """Delete an object and return it; namespaces take their objects, owners their dependents."""
         res = resource(plural)
         events: list[_Event] = []
         with self._lock:
@@ -672,9 +672,12 @@ class Store:
             if plural == "namespaces":
                 for key in [k for k in self._objects if k[1] == name]:
                     events.append(self._remove(key))
-            events.append(self._remove((plural, namespace or "" if res.namespaced else "", name)))
+            main = self._remove((plural, namespace or "" if res.namespaced else "", name))
+            events.append(main)
+            if propagation != "Orphan":
+                events.extend(self._collect_garbage(current))
         self._notify(events)
-        return copy.deepcopy(events[-1].obj)
+        return copy.deepcopy(main.obj)
 
     def add_listener(self, fn: Listener) -> None:
         """Call ``fn(event_type, plural, obj)`` after every real write, outside the store lock."""
@@ -802,6 +805,31 @@ class Store:
         if key[0] == "pods":
             self._logs.pop((key[1], key[2]), None)
         return self._record(_Event(self._rv, "DELETED", key[0], final, obj))
+
+    def _collect_garbage(self, owner: JSON) -> _EventList:
+        """The garbage collector, done at once: delete dependents none of whose owners exist (lock held).
+
+        Owners are matched by uid, as upstream; a uid still carried by another object (the upstream
+        fixtures share one) keeps its dependents. Bounded: every round removes an object.
+        """
+        events: _EventList = []
+        pending = [owner]
+        while pending:
+            gone = pending.pop()["metadata"]
+            if not gone.get("uid") or self._uid_alive(gone["uid"]):
+                continue
+            for key, obj in list(self._objects.items()):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if (key in self._objects and key[1] == (gone.get("namespace") or key[1])
+                        and any(r.get("uid") == gone["uid"] for r in refs)
+                        and not any(self._uid_alive(str(r.get("uid"))) for r in refs)):
+                    events.append(self._remove(key))
+                    pending.append(obj)
+        return events
+
+    def _uid_alive(self, uid: str) -> bool:
+        """Whether any stored object has this uid (lock held)."""
+        return any(o["metadata"].get("uid") == uid for o in self._objects.values())
 
     def _record(self, event: _Event) -> _Event:
         """Append to the bounded history, remembering what fell off, and wake watchers (lock held)."""
