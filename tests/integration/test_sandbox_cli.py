@@ -172,3 +172,14 @@ def test_unknown_scenario_exits_2_listing_builtins(tmp_path: Path,
     assert proc.returncode == 2
     assert "nope" in err and "evidence-gap" in err and "healthy" in err
     assert not (tmp_path / "state" / "ready.json").exists()
+
+
+@pytest.mark.scenario("slo-regression")
+def test_prometheus_stand_in_serves_what_the_runs_measured(sandbox: Sandbox) -> None:
+    env = env_exports(sandbox.env_file)
+    run = sandbox.store.list("analysisruns", "payments")[0][0]
+    err = next(r for r in run["status"]["metricResults"] if r["name"] == "ig-error-rate")
+    query = err["metadata"]["ResolvedPrometheusQuery"]
+    body = httpx.get(f"{env['ROLLBOOK_PROMETHEUS_URL']}/api/v1/query", params={"query": query}, timeout=5).json()
+    assert [s["value"][1] for s in body["data"]["result"]] == [err["measurements"][-1]["value"].strip("[]")]
+    assert json.loads(sandbox.ready_file.read_text())["prometheus_url"] == sandbox.prometheus_url

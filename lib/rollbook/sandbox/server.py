@@ -18,6 +18,7 @@ from rollbook.sandbox.controller import Controller, Timings
 from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.loader import ScenarioInfo, load_scenario
 from rollbook.sandbox.mc import MCServer
+from rollbook.sandbox.prometheus import PrometheusServer, load_prometheus_spec, spec_from_runs
 from rollbook.sandbox.store import Store
 from rollbook.sandbox.tls import make_server_cert
 
@@ -44,6 +45,8 @@ class Sandbox:
         self.store = Store()
         self.kube_url = ""
         self.mc_url = ""
+        self.prometheus_url = ""
+        self.prometheus: PrometheusServer | None = None
         self.startup_seconds = 0.0
         self.info: ScenarioInfo | None = None
         self.apiserver: ApiServer | None = None
@@ -61,6 +64,7 @@ class Sandbox:
             self.info = load_scenario(self.store, self.scenario)
             self._start_apiserver()
             self._start_mc(self.info.mc_state or {})
+            self._start_prometheus()
             self.controller = Controller(self.store, mc_url=self.mc_url, mc_token=self.mc_read_token,
                                          mc_write_token=self.mc_write_token, timings=self.timings)
             self.controller.start()
@@ -74,10 +78,10 @@ class Sandbox:
     def stop(self) -> None:
         """Stop everything that started (controller first: it talks to MC) and withdraw ready.json."""
         self.ready_file.unlink(missing_ok=True)
-        for part in (self.controller, self.apiserver, self.mc):
+        for part in (self.controller, self.apiserver, self.mc, self.prometheus):
             if part is not None:
                 part.stop()
-        self.controller = self.apiserver = self.mc = None
+        self.controller = self.apiserver = self.mc = self.prometheus = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -104,6 +108,20 @@ class Sandbox:
         self.mc = MCServer(state, read_token=self.mc_read_token, write_token=self.mc_write_token, admin=self.admin)
         self.mc_url = self.mc.start()
 
+    def _start_prometheus(self) -> None:
+        """The Prometheus stand-in: the scenario's prometheus.yaml, else the values its AnalysisRuns measured."""
+        spec = load_prometheus_spec(self.info.path) if self.info else None
+        if spec is None:
+            series: list[Any] = []
+            for ns, name in self.rollouts:
+                ro = self.store.get("rollouts", ns, name)
+                runs = [r for r in self.store.list("analysisruns", ns)[0]
+                        if any(o.get("uid") == ro["metadata"]["uid"] for o in r["metadata"].get("ownerReferences") or [])]
+                series.extend(spec_from_runs(runs, ro)["series"])
+            spec = {"series": series}
+        self.prometheus = PrometheusServer(spec)
+        self.prometheus_url = self.prometheus.start()
+
     def _write_files(self) -> None:
         """kubeconfig, token files (0600), env.sh, then ready.json (atomically: it signals readiness)."""
         namespace = self.rollouts[0][0] if self.rollouts else "default"
@@ -115,11 +133,13 @@ class Sandbox:
             f"# rollbook sandbox ({self.info.name if self.info else self.scenario}); use: source {self.env_file}\n"
             f"export KUBECONFIG={shlex.quote(str(self.kubeconfig))}\n"
             f"export ROLLBOOK_MC_URL={shlex.quote(self.mc_url)}\n"
-            f"export ROLLBOOK_MC_TOKEN_FILE={shlex.quote(str(self.mc_token_file))}\n", encoding="utf-8")
+            f"export ROLLBOOK_MC_TOKEN_FILE={shlex.quote(str(self.mc_token_file))}\n"
+            f"export ROLLBOOK_PROMETHEUS_URL={shlex.quote(self.prometheus_url)}\n", encoding="utf-8")
         ready = {"kube_url": self.kube_url, "mc_url": self.mc_url, "kubeconfig": str(self.kubeconfig),
                  "scenario": self.info.name if self.info else str(self.scenario), "pid": os.getpid(),
                  "rollouts": [{"namespace": ns, "name": name} for ns, name in self.rollouts],
-                 "env": str(self.env_file), "mc_token_file": str(self.mc_token_file)}
+                 "env": str(self.env_file), "mc_token_file": str(self.mc_token_file),
+                 "prometheus_url": self.prometheus_url}
         tmp = self.ready_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.ready_file)
