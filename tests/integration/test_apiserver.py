@@ -625,3 +625,15 @@ def test_stop_closes_kept_alive_connections(tmp_path: Path) -> None:
     with pytest.raises(Exception) as exc:  # urllib3 wraps the refused/closed connection in several ways
         core.list_namespaced_pod("prod", _request_timeout=2)
     assert not isinstance(exc.value, ApiException)
+
+
+def test_writes_need_a_namespace_and_unknown_paths_are_404(h: Harness) -> None:
+    with pytest.raises(ApiException) as exc:
+        h.raw("POST", "/api/v1/pods", body=pod("p"), content_type="application/json")
+    assert exc.value.status == 405 and status_of(exc)["reason"] == "MethodNotAllowed"
+    with pytest.raises(ApiException) as exc:
+        h.raw("GET", "/apis/argoproj.io/v1alpha1/namespaces/prod/widgets")
+    assert exc.value.status == 404
+    with pytest.raises(ApiException) as exc:
+        h.raw("GET", "/apis/argoproj.io/v1alpha1/namespaces/prod/analysistemplates/t/status")
+    assert exc.value.status == 404

@@ -142,7 +142,9 @@ def parse_route(segments: list[str]) -> Route:
 def verb_of(method: str, route: Route, query: dict[str, str]) -> str:
     """The RBAC verb of a request (405 for a method the URL does not take)."""
     watching = query.get("watch") in ("true", "1")
-    if route.name is None:
+    if route.name is None and route.res.namespaced and route.namespace is None:
+        verbs = {"GET": "watch" if watching else "list"}  # writes need a namespace in the URL
+    elif route.name is None:
         verbs = {"GET": "watch" if watching else "list", "POST": "create", "DELETE": "deletecollection"}
     elif route.sub == "log":
         verbs = {"GET": "get"}
@@ -163,13 +165,14 @@ class ApiServer:
 
     def __init__(
         self, store: Store, *, users: dict[str, User], host: str = "127.0.0.1", port: int = 0,
-        certfile: str, keyfile: str,
+        certfile: str, keyfile: str, max_requests: int = 10_000,
     ) -> None:
         if host not in LOOPBACK:
             raise ValueError(f"the sandbox API server listens on loopback only, not {host!r}; use 127.0.0.1")
         self.store = store
         self.users = dict(users)
         self.requests: list[RecordedRequest] = []
+        self.max_requests = max_requests  # the oldest records are dropped beyond this (a long demo)
         self._host, self._port = host, port
         self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ssl.load_cert_chain(certfile, keyfile)
@@ -210,6 +213,8 @@ class ApiServer:
         """Append to :attr:`requests` (thread-safe)."""
         with self._lock:
             self.requests.append(req)
+            if len(self.requests) > self.max_requests:
+                del self.requests[: len(self.requests) - self.max_requests]
 
     def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
         """TLS-wrap an accepted socket; the handshake runs later in the handler thread."""
