@@ -120,15 +120,31 @@ def demo(scenario: str = "evidence-gap", *, out: Path = Path("outputs"), approve
             namespace, name = _target(target)
             print(f"demo: sandbox '{scenario}' up ({sb.kube_url}); running the playbook on {namespace}/{name}",
                   file=sys.stderr, flush=True)
-            params: dict[str, Any] = {"evidence_file": str(demo_report(Path(tmp)))}
+            # the sandbox's targets are its own stand-ins, so the demo sends for real: that is what it shows
+            params: dict[str, Any] = {"evidence_file": str(demo_report(Path(tmp))), "notify": True,
+                                      "apply_closeout": True, "config": str(sb.config_file)}
             spec = runner.RunSpec(
                 incident=f"DEMO-{scenario}", namespace=namespace, rollout=name, out=out,
                 runbooks_dir=default_runbooks(), params=params, approve_retry=approve,
-                approver=DEMO_APPROVER if approve else None, ticket=DEMO_TICKET if approve else None)
+                approver=DEMO_APPROVER if approve else None, ticket=DEMO_TICKET)
             env = {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
-                   "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}
+                   "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file), "ROLLBOOK_CONFIG": str(sb.config_file)}
             with _env(env):
-                return run(spec)
+                result = run(spec, config=str(sb.config_file), apply_closeout=True)
+            _print_stand_ins(sb)
+            return result
+
+
+def _print_stand_ins(sb: Any) -> None:
+    """What the sandbox's PagerDuty, Slack and Jira stand-ins received, so the demo shows it."""
+    svc = sb.services
+    if svc is None:
+        return
+    pages = len(svc.incidents)
+    comments = sum(len(v) for v in svc.comments.values())
+    attachments = sum(len(v) for v in svc.attachments.values())
+    print(f"demo: stand-ins received {pages} PagerDuty incident(s), {comments} Jira comment(s), "
+          f"{attachments} Jira attachment(s)", file=sys.stderr, flush=True)
 
 
 def _target(target: Any) -> tuple[str, str]:

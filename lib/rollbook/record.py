@@ -250,7 +250,7 @@ def render_summary(info: RunInfo, steps: Sequence[StepResult]) -> str:
         f"- AnalysisRun: `kubectl get analysisrun {f['analysis_run']} -n {info.namespace} -o yaml`"
         if f["analysis_run"] else "- AnalysisRun: not established",
     ] + ([f"- Mission Control: {mc_url}"] if mc_url else [])
-    close = ["## State at close", "", f"- Rollout phase: {_say(f['phase'])}",
+    close = ["## State at close", "", f"- Rollout phase: {_say(f.get('phase_at_close') or f['phase'])}",
              f"- Close-out checks passed: {_say(f['closeout_ok'])}", ""]
     return "\n".join([*head, "", *_summary_cause(f), *_summary_evidence(f, steps),
                       *_summary_actions(f, steps), *close, *links, ""])

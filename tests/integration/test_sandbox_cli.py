@@ -48,8 +48,14 @@ def test_start_is_fast_and_writes_the_state_files(tmp_path: Path) -> None:
         assert env["KUBECONFIG"] == str(sb.kubeconfig) and Path(env["KUBECONFIG"]).is_absolute()
         assert env["ROLLBOOK_MC_URL"] == sb.mc_url
         token_file = Path(env["ROLLBOOK_MC_TOKEN_FILE"])
-        assert token_file.is_absolute() and token_file.read_text().strip() == sb.mc_read_token
-        for secret in (token_file, sb.mc_write_token_file, sb.kubeconfig):
+        # the on-call session attaches evidence (step 4), so env.sh hands it MC's read-write token
+        assert token_file.is_absolute() and token_file.read_text().strip() == sb.mc_write_token
+        assert env["ROLLBOOK_NAMESPACE"] == "prod" and env["ROLLBOOK_ROLLOUT"] == "api"
+        config = yaml.safe_load(Path(env["ROLLBOOK_CONFIG"]).read_text())
+        assert config["kube"] == {"kubeconfig": str(sb.kubeconfig), "read_context": "sandbox-viewer",
+                                  "action_context": "sandbox"}
+        assert sb.mc_write_token not in Path(env["ROLLBOOK_CONFIG"]).read_text()  # secrets by file only
+        for secret in (token_file, sb.mc_token_file, sb.kubeconfig, *sb.secrets_dir.iterdir()):
             assert stat.S_IMODE(secret.stat().st_mode) == 0o600
         kc = yaml.safe_load(sb.kubeconfig.read_text())
         assert kc["current-context"] == "sandbox"

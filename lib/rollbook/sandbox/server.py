@@ -19,8 +19,13 @@ from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.loader import ScenarioInfo, load_scenario
 from rollbook.sandbox.mc import MCServer
 from rollbook.sandbox.prometheus import PrometheusServer, load_prometheus_spec, spec_from_runs
+from rollbook.sandbox.services import ServicesServer
 from rollbook.sandbox.store import Store
 from rollbook.sandbox.tls import make_server_cert
+
+
+# Ticket keys the Jira stand-in knows (a real Jira answers 404 for any other).
+SANDBOX_TICKETS = ("INC-1234", "INC-42", "DEMO-1", "CHG-7", "CHG-1")
 
 
 class Sandbox:
@@ -42,6 +47,12 @@ class Sandbox:
         self.mc_token_file = self.state_dir / "mc-token"
         self.mc_write_token_file = self.state_dir / "mc-write-token"
         self.ready_file = self.state_dir / "ready.json"
+        self.config_file = self.state_dir / "rollbook.yaml"
+        self.secrets_dir = self.state_dir / "secrets"
+        self.service_secrets = {name: secrets.token_urlsafe(18) for name in
+                                ("pagerduty-routing-key", "slack-path", "webhook-token", "jira-token", "grafana-token")}
+        self.services: ServicesServer | None = None
+        self.services_url = ""
         self.store = Store()
         self.kube_url = ""
         self.mc_url = ""
@@ -65,6 +76,7 @@ class Sandbox:
             self._start_apiserver()
             self._start_mc(self.info.mc_state or {})
             self._start_prometheus()
+            self._start_services()
             self.controller = Controller(self.store, mc_url=self.mc_url, mc_token=self.mc_read_token,
                                          mc_write_token=self.mc_write_token, timings=self.timings)
             self.controller.start()
@@ -78,10 +90,10 @@ class Sandbox:
     def stop(self) -> None:
         """Stop everything that started (controller first: it talks to MC) and withdraw ready.json."""
         self.ready_file.unlink(missing_ok=True)
-        for part in (self.controller, self.apiserver, self.mc, self.prometheus):
+        for part in (self.controller, self.apiserver, self.mc, self.prometheus, self.services):
             if part is not None:
                 part.stop()
-        self.controller = self.apiserver = self.mc = self.prometheus = None
+        self.controller = self.apiserver = self.mc = self.prometheus = self.services = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -122,6 +134,54 @@ class Sandbox:
         self.prometheus = PrometheusServer(spec)
         self.prometheus_url = self.prometheus.start()
 
+    def _start_services(self) -> None:
+        """PagerDuty, Slack, webhook, Jira and Grafana stand-ins, each with its own random secret."""
+        sec = self.service_secrets
+        self.services = ServicesServer(
+            routing_key=sec["pagerduty-routing-key"][:32].ljust(32, "0"),
+            slack_path=f"/services/T0SANDBOX/B0SANDBOX/{sec['slack-path']}",
+            webhook_token=sec["webhook-token"], jira_user="oncall@example.com", jira_token=sec["jira-token"],
+            jira_issues={key: "Canary aborted by its analysis gate" for key in SANDBOX_TICKETS},
+            grafana_token=sec["grafana-token"], grafana_dashboards={"rollout-slo": "rollout-slo"})
+        self.services_url = self.services.start()
+
+    def _write_config(self) -> None:
+        """rollbook.yaml for the sandbox: every service's URL, secrets only as 0600 files beside it."""
+        import yaml
+
+        assert self.services is not None
+        self.secrets_dir.mkdir(exist_ok=True)
+        files = {}
+        for name, value in self.service_secrets.items():
+            files[name] = self.secrets_dir / name
+        _write_secret(files["pagerduty-routing-key"], self.services.routing_key + "\n")
+        _write_secret(files["slack-path"], f"{self.services_url}{self.services.slack_path}\n")
+        _write_secret(files["webhook-token"], self.service_secrets["webhook-token"] + "\n")
+        _write_secret(files["jira-token"], self.service_secrets["jira-token"] + "\n")
+        _write_secret(files["grafana-token"], self.service_secrets["grafana-token"] + "\n")
+        _write_secret(self.secrets_dir / "jira-user", "oncall@example.com\n")
+        ns, name = self.rollouts[0] if self.rollouts else ("default", "")
+        config = {
+            "mc": {"url": self.mc_url, "token_file": str(self.mc_write_token_file)},
+            "kube": {"kubeconfig": str(self.kubeconfig), "read_context": "sandbox-viewer", "action_context": "sandbox"},
+            "prometheus": {"url": self.prometheus_url},
+            "grafana": {"url": self.services_url, "token_file": str(files["grafana-token"]),
+                        "panels": [{"dashboard_uid": "rollout-slo", "slug": "rollout-slo", "panel_id": 2,
+                                    "title": "p99 latency and error rate",
+                                    "vars": {"namespace": "{namespace}", "rollout": "{rollout}"}}]},
+            "escalation": {
+                "pagerduty": {"url": self.services_url, "routing_key_file": str(files["pagerduty-routing-key"]),
+                              "severity": "critical"},
+                "slack": {"webhook_url_file": str(files["slack-path"])},
+                "webhook": {"url": f"{self.services_url}/hooks/rollbook", "token_file": str(files["webhook-token"])},
+            },
+            "ticket": {"jira": {"url": self.services_url, "user_file": str(self.secrets_dir / "jira-user"),
+                                "token_file": str(files["jira-token"])}},
+        }
+        self.config_file.write_text(f"# rollbook.yaml for the sandbox ({ns}/{name}); secrets live in "
+                                    f"{self.secrets_dir}\n" + yaml.safe_dump(config, sort_keys=False),
+                                    encoding="utf-8")
+
     def _write_files(self) -> None:
         """kubeconfig, token files (0600), env.sh, then ready.json (atomically: it signals readiness)."""
         namespace = self.rollouts[0][0] if self.rollouts else "default"
@@ -129,17 +189,24 @@ class Sandbox:
                          operator_token=self.operator_token, viewer_token=self.viewer_token, namespace=namespace)
         _write_secret(self.mc_token_file, self.mc_read_token + "\n")
         _write_secret(self.mc_write_token_file, self.mc_write_token + "\n")
+        self._write_config()
+        ro_ns, ro_name = self.rollouts[0] if self.rollouts else ("", "")
         self.env_file.write_text(
             f"# rollbook sandbox ({self.info.name if self.info else self.scenario}); use: source {self.env_file}\n"
             f"export KUBECONFIG={shlex.quote(str(self.kubeconfig))}\n"
             f"export ROLLBOOK_MC_URL={shlex.quote(self.mc_url)}\n"
-            f"export ROLLBOOK_MC_TOKEN_FILE={shlex.quote(str(self.mc_token_file))}\n"
-            f"export ROLLBOOK_PROMETHEUS_URL={shlex.quote(self.prometheus_url)}\n", encoding="utf-8")
+            # the on-call engineer attaches evidence in step 4, so the session gets MC's read-write token
+            f"export ROLLBOOK_MC_TOKEN_FILE={shlex.quote(str(self.mc_write_token_file))}\n"
+            f"export ROLLBOOK_PROMETHEUS_URL={shlex.quote(self.prometheus_url)}\n"
+            f"export ROLLBOOK_CONFIG={shlex.quote(str(self.config_file))}\n"
+            f"export ROLLBOOK_NAMESPACE={shlex.quote(ro_ns)}\n"
+            f"export ROLLBOOK_ROLLOUT={shlex.quote(ro_name)}\n", encoding="utf-8")
         ready = {"kube_url": self.kube_url, "mc_url": self.mc_url, "kubeconfig": str(self.kubeconfig),
                  "scenario": self.info.name if self.info else str(self.scenario), "pid": os.getpid(),
                  "rollouts": [{"namespace": ns, "name": name} for ns, name in self.rollouts],
                  "env": str(self.env_file), "mc_token_file": str(self.mc_token_file),
-                 "prometheus_url": self.prometheus_url}
+                 "prometheus_url": self.prometheus_url, "services_url": self.services_url,
+                 "config": str(self.config_file)}
         tmp = self.ready_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.ready_file)

@@ -61,7 +61,8 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
              "promoted": promoted, "stable_pods_replaced_by_promotion": changed}
     ok = all(checks.values())
     failed = [k for k, v in checks.items() if not v]
-    findings = {"closeout_ok": ok, "mc_current_release": current.get("release_id") if current else None}
+    findings = {"closeout_ok": ok, "mc_current_release": current.get("release_id") if current else None,
+                "phase_at_close": view.phase, "promoted": promoted}
     if ok:
         return Outcome(6, "verify-closeout", "pass",
                        f"Close-out verified: stable {facts['stable_replicaset']} on {', '.join(facts['stable_images'])}, "

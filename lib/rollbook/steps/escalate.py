@@ -53,13 +53,15 @@ def assess(view: RolloutView, *, incident_start: datetime | None, now: datetime,
              "note": "The Rollout stays Degraded by design until its spec is reverted; its phase alone is not "
                      "the signal."}
     findings = {"escalate": due, "escalation_due_at": dx.iso(deadline)}
-    if view.phase == "Healthy" and not view.aborted and not reasons:
-        return Outcome(5, "escalate", "pass", "The rollout is Healthy: no escalation.", facts, findings)
+    if view.phase == "Healthy" and not view.aborted and health["all_ready"] and not health["new_restarts"]:
+        findings["escalate"] = False
+        past = f" (earlier: {'; '.join(reasons)})" if reasons else ""
+        return Outcome(5, "escalate", "pass", f"The rollout is Healthy now: no escalation{past}.", facts, findings)
     if not due:
         return Outcome(5, "escalate", "pass",
                        f"No escalation needed: no loop (failed runs: {len(loop.failed_runs)}), rollback complete, "
                        f"stable pods healthy; escalate by {dx.iso(deadline)} if that changes.", facts, findings)
-    when = (f"the deadline {dx.iso(deadline)} has passed" if facts["past_deadline"]
+    when = ("now" if deadline is None else f"the deadline {dx.iso(deadline)} has passed" if facts["past_deadline"]
             else f"do it before {dx.iso(deadline)}")
     return Outcome(5, "escalate", "escalate", f"Escalate to the deployment lead and SRE ({when}): {'; '.join(reasons)}.",
                    facts, findings)
