@@ -467,7 +467,9 @@ class Controller:
             self._write_status(ro, status)
             return
         h = _meta(target)["labels"][HASH_LABEL]
-        if h == status.get("currentPodHash") and not status.get("abort"):
+        if h == status.get("currentPodHash"):
+            # the template still asks for the current release (e.g. only replicas changed): Argo keeps an
+            # aborted rollout aborted; only a retry or a template change moves it
             self._write_status(ro, status)
             return
         self._rollback(ro, target)

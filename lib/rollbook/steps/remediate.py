@@ -216,7 +216,11 @@ def _evidence_outcome(incident: Incident, view: RolloutView, plan: Plan, approva
                        facts, findings, ["`retry` re-runs the same release's steps and a new AnalysisRun; "
                                          "it does not roll back."])
     before = {r.name for r in view.canary_runs}
-    result = retry(incident.action_cluster, view.namespace, view.name, expected_resource_version=rv)
+    try:
+        result = retry(incident.action_cluster, view.namespace, view.name, expected_resource_version=rv)
+    except RollbookError as e:  # refused (RBAC, stale version): say so as the verdict, nothing was changed
+        facts["action_error"] = str(e)
+        return Outcome(4, "remediate-and-retry", "fail", f"The approved retry was refused: {e}", facts, findings)
     plan.mutations.append(mutation_line(result, approval))
     findings["retried"] = True
     after, what = watch_retry(incident, before, watch_seconds)
@@ -240,7 +244,11 @@ def _slo_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Ap
     target = stable.revision if stable else None
     other = [b for b in plan.blockers if "SLO regression" not in b and "identity" not in b]
     try:
-        if approval.approved and not other:
+        if approval.approved and other:
+            findings["undone"] = False
+            return Outcome(4, "remediate-and-retry", "needs_human",
+                           f"Undo approved but refused: {'; '.join(other)}.", facts, findings)
+        if approval.approved:
             res = undo(incident.action_cluster, view.namespace, view.name, target, expected_resource_version=rv)
             plan.mutations.append(mutation_line(res, approval))
             findings["undone"] = True
@@ -252,6 +260,9 @@ def _slo_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Ap
         plan.mutations.append(mutation_line(dry, approval))
     except RollbookError as e:
         facts["undo_error"] = str(e)
+        if approval.approved:
+            findings["undone"] = False
+            return Outcome(4, "remediate-and-retry", "fail", f"The approved undo was refused: {e}", facts, findings)
     findings["undone"] = False
     alone = {True: " The regression is the canary's alone (stable within thresholds).",
              False: " Stable breached too: look beyond this release.", None: ""}[plan.slo.canary_only]
