@@ -39,12 +39,12 @@ def test_bad_parameters_exit_2_before_any_kernel(tmp_path: Path, args: list[str]
 
 
 def test_nbmake_runs_every_runbook_with_defaults(sandbox_factory: Callable[..., Sandbox], tmp_path: Path) -> None:
-    sb = sandbox_factory("evidence-gap")
-    ns, name = sb.info.rollouts[0] if sb.info else ("", "")
-    env = {**os.environ, "KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
-           "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file), "ROLLBOOK_NAMESPACE": ns,
-           "ROLLBOOK_ROLLOUT": name}
-    env.pop("ROLLBOOK_CONFIG", None)
+    sb = sandbox_factory("rollback-loop")  # escalation due: step 5 composes (and dry-runs) the page
+    ns, name = sb.rollouts[0]
+    # exactly what a user gets from `source .sandbox/env.sh` before `jupyter lab runbooks/`
+    sourced = subprocess.run(["bash", "-c", f"source {sb.env_file} && env -0"], capture_output=True,
+                             check=True, timeout=10).stdout.decode()
+    env = dict(line.split("=", 1) for line in sourced.split("\0") if "=" in line)
     runbooks = app.default_runbooks()
     before = {p: p.read_bytes() for p in runbooks.glob("*.ipynb")}
     proc = subprocess.run([sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider",
@@ -54,3 +54,6 @@ def test_nbmake_runs_every_runbook_with_defaults(sandbox_factory: Callable[..., 
     assert "6 passed" in proc.stdout
     assert {p: p.read_bytes() for p in runbooks.glob("*.ipynb")} == before, "nbmake must not write outputs back"
     assert sb.store.get("rollouts", ns, name)["status"]["abort"] is True, "defaults must change nothing"
+    assert sb.services is not None and sb.services.incidents == {}, "defaults send nothing"
+    reads = {r.user for r in sb.apiserver.requests if r.method == "GET"}
+    assert reads == {"viewer"}, "the read-only steps run as the viewer (env.sh's rollbook.yaml)"
