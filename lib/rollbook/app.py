@@ -122,7 +122,8 @@ def demo(scenario: str = "evidence-gap", *, out: Path = Path("outputs"), approve
                   file=sys.stderr, flush=True)
             # the sandbox's targets are its own stand-ins, so the demo sends for real: that is what it shows
             params: dict[str, Any] = {"evidence_file": str(demo_report(Path(tmp))), "notify": True,
-                                      "apply_closeout": True, "config": str(sb.config_file)}
+                                      "apply_closeout": True, "config": str(sb.config_file),
+                                      "approve_undo": approve}
             spec = runner.RunSpec(
                 incident=f"DEMO-{scenario}", namespace=namespace, rollout=name, out=out,
                 runbooks_dir=default_runbooks(), params=params, approve_retry=approve,

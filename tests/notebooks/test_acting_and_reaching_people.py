@@ -67,6 +67,8 @@ def test_slo_regression_shows_series_against_thresholds_and_undoes_with_approval
     assert f["trigger"] == "slo"
     failed = f["failed_metrics"][0]
     assert slo[failed]["breached"] is True and slo[failed]["threshold"]
+    # the stable pods, queried the same way in the Prometheus stand-in, stayed within the threshold
+    assert slo[failed]["stable_breached"] is False and f["slo_canary_only"] is True
     assert all(v > 0.01 for v in slo[failed]["canary_values"]) or slo[failed]["threshold"] != "<= 0.01"
     html = (result.record_dir / "report.html").read_text()
     assert html.count("data:image/png;base64") >= 2, "the SLO plots are embedded in the report"

@@ -130,10 +130,14 @@ def load_scenario(store: StoreLike, name_or_path: str | Path, *, now: datetime |
 # --------------------------------------------------------------------------- reading
 
 
+# Not Kubernetes: the MC stand-in's state and the Prometheus stand-in's series.
+STATE_FILES = ("mc", "prometheus")
+
+
 def read_folder(folder: Path) -> list[_Doc]:
-    """Every object of every YAML file but mc.yaml, sorted by kind, file-name order within a kind."""
+    """Every object of every YAML file but the stand-ins' state files, sorted by kind, file-name order."""
     docs: list[_Doc] = []
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.stem != "mc")
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.stem not in STATE_FILES)
     for path in files:
         docs.extend(_read_file(path))
     if not docs:

@@ -18,7 +18,7 @@ StepVerdict = Literal["pass", "fail", "needs_human", "escalate", "skip"]
 ENV_NAMESPACE, ENV_ROLLOUT = "ROLLBOOK_NAMESPACE", "ROLLBOOK_ROLLOUT"
 
 
-@dataclass
+@dataclass(repr=False)
 class Incident:
     """One incident's target and lazily opened connections (read identity, action identity, MC)."""
 
@@ -55,6 +55,21 @@ class Incident:
         if not url:
             raise ConfigError("No Mission Control URL.", hint="Pass --mc-url or set ROLLBOOK_MC_URL.")
         return MCClient(url, Secret(token))
+
+    def describe(self) -> dict[str, Any]:
+        """Who and where, for the notebook's first output (no secrets: references only)."""
+        cfg = self.config
+        return {"incident": self.incident, "rollout": f"{self.namespace}/{self.rollout}",
+                "reads as": self.context or cfg.read_context or "(current context)",
+                "acts as": cfg.action_context or self.context or cfg.read_context or "(current context)",
+                "Mission Control": self.mc_url or cfg.mc.url, "Prometheus": cfg.prometheus.url,
+                "config": str(cfg.path) if cfg.path else None, "run folder": str(self.run_dir) if self.run_dir else None}
+
+    def __repr__(self) -> str:
+        return f"Incident({', '.join(f'{k}={v!r}' for k, v in self.describe().items() if v)})"
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join(f"- **{k}**: `{v}`" for k, v in self.describe().items() if v)
 
     def view(self) -> RolloutView:
         """Read the Rollout and its own objects now."""

@@ -268,5 +268,5 @@ def _slo_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Ap
              False: " Stable breached too: look beyond this release.", None: ""}[plan.slo.canary_only]
     return Outcome(4, "remediate-and-retry", "needs_human",
                    f"SLO regression in release {plan.release_id}:{alone} A retry would re-run the same release, so none "
-                   f"is sent. Recommended: undo to revision {target} (dry run recorded; approve with --param "
-                   "approve_undo=true) or ship a fixed release.", facts, findings)
+                   f"is sent. Recommended: undo to revision {target} (dry run recorded; send it with "
+                   "--approve-undo --approver WHO --ticket REF) or ship a fixed release.", facts, findings)
