@@ -34,13 +34,13 @@ class Incident:
     @cached_property
     def cluster(self) -> Cluster:
         """The read-only identity (the `--context`, else the config's read_context, else current)."""
-        return connect(self.context or self.config.read_context, self.config.kubeconfig)
+        return _connect(self.context or self.config.read_context, self.config.kubeconfig)
 
     @cached_property
     def action_cluster(self) -> Cluster:
         """The identity for mutations: the config's action_context when set, else the read identity."""
         if self.config.action_context:
-            return connect(self.config.action_context, self.config.kubeconfig)
+            return _connect(self.config.action_context, self.config.kubeconfig)
         return self.cluster
 
     @cached_property
@@ -91,6 +91,16 @@ class Incident:
         import json
 
         return json.loads(path.read_text(encoding="utf-8"))
+
+
+IN_CLUSTER = "in-cluster"
+
+
+def _connect(context: str | None, kubeconfig: str | None) -> Cluster:
+    """A kubeconfig context, or the pod's service account when the context is `in-cluster`."""
+    if context == IN_CLUSTER:
+        return connect(in_cluster=True)
+    return connect(context, kubeconfig)
 
 
 def open_incident(namespace: str = "", rollout: str = "", context: str = "", mc_url: str = "",
