@@ -623,7 +623,11 @@ class _Scheduler:
         """Decide each step of a batch (stopped, skipped by policy, or run) and open its gate."""
         record.write_results(self.ctx.run_dir, self.results)
         for s, g in gates:
-            skip = f"not run: {self.stop_reason}" if self.stop_reason else self.policy(s, self.results)
+            # after a failed step the run stops, except for steps the policy never skips (escalation:
+            # a broken step 2 is no reason not to tell people the service is still degraded)
+            always = s.name in getattr(self.policy, "never_skip", frozenset())
+            stopped = self.stop_reason and not always
+            skip = f"not run: {self.stop_reason}" if stopped else self.policy(s, self.results)
             params = dict(self.vr.params[s.number])
             if s.number in self.vr.declares_run_dir:
                 params[RUN_DIR] = str(self.ctx.run_dir)
