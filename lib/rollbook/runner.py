@@ -136,6 +136,8 @@ class RunSpec:
     cell_timeout: float | None = None  # per cell; None: the step timeout
     max_parallel: int = 3  # kernels of parallel steps running at once
     start_timeout: float = 60.0  # kernel start-up bound
+    # imported in each kernel while it waits for its step (the step notebooks' own first import)
+    warmup: str = "import rollbook.steps"
 
 
 @dataclass(frozen=True)
@@ -403,6 +405,26 @@ class _Kernel:
         self.killed = False
         run_sync(self.km.start_kernel)(env=dict(env), cwd=str(workdir))
 
+    def warm_up(self, code: str, timeout: float) -> None:
+        """Run `code` (imports only) while the kernel waits for its step: the step then starts warm.
+
+        Only the module cache is affected; a failure here is ignored, the step will meet it itself."""
+        if not code:
+            return
+        from jupyter_client import BlockingKernelClient
+
+        kc = BlockingKernelClient()
+        kc.load_connection_info(self.km.get_connection_info())
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=timeout)
+            kc.execute_interactive(code, timeout=timeout, store_history=False, allow_stdin=False,
+                                   output_hook=lambda msg: None)
+        except Exception:  # noqa: BLE001 - a warm-up is an optimisation, never a verdict
+            pass
+        finally:
+            kc.stop_channels()
+
     def kill(self) -> None:
         """SIGKILL the kernel process; nbclient notices within a second and raises DeadKernelError."""
         self.killed = True
@@ -431,6 +453,7 @@ class _Context:
     step_timeout: float
     cell_timeout: float
     start_timeout: float
+    warmup: str = ""
 
 
 @dataclass
@@ -457,6 +480,7 @@ def _worker(step: StepDef, ctx: _Context, gate: _Gate, gate_bound: float) -> Non
     start_error: str | None = None
     try:
         kernel = _Kernel(ctx.workdir, ctx.env)
+        kernel.warm_up(ctx.warmup, ctx.start_timeout)
     except Exception as e:  # any start failure is this step's error, reported below
         start_error = f"the kernel did not start: {type(e).__name__}: {e}"
     try:
@@ -700,7 +724,7 @@ def run(
     snap_errors: list[str] = []
     try:
         ctx = _Context(run_dir, workdir, _kernel_env(workdir), vr.spec.step_timeout,
-                       vr.spec.cell_timeout or vr.spec.step_timeout, vr.spec.start_timeout)
+                       vr.spec.cell_timeout or vr.spec.step_timeout, vr.spec.start_timeout, vr.spec.warmup)
         sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), progress or _stderr_progress)
         crash: str | None = None
         try:

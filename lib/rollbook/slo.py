@@ -18,12 +18,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
 from rollbook.prometheus import Series
+
+if TYPE_CHECKING:  # matplotlib costs ~0.5 s to import: only the plotting functions load it
+    from matplotlib.figure import Figure
 
 Op = Literal["<", "<=", ">", ">=", "==", "!="]
 Source = Literal["resolved", "template"]
@@ -469,17 +470,24 @@ def _int(raw: Any, default: int) -> int:
 # --------------------------------------------------------------------------- plots
 
 
-class SloFigure(Figure):
+@cache
+def _figure_class() -> type[Figure]:
     """A matplotlib Figure that renders itself as PNG in Jupyter without pyplot or an inline backend."""
+    from matplotlib.figure import Figure
 
-    def _repr_png_(self) -> bytes:
-        return figure_png(self)
+    class SloFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            return figure_png(self)
+
+    return SloFigure
 
 
 def plot_metric(finding: SloFinding, canary_series: Sequence[Series] = (),
                 stable_series: Sequence[Series] = ()) -> Figure:
     """Canary vs stable over time, the threshold as a horizontal line, canary breaches shaded red."""
-    fig = SloFigure(figsize=(8, 3.2), layout="constrained")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = _figure_class()(figsize=(8, 3.2), layout="constrained")
     FigureCanvasAgg(fig)  # Agg explicitly: no display, and no change to the process-wide pyplot backend
     ax = fig.add_subplot()
     canary = series_points(canary_series) or [p for p in finding.canary_points if p[0] is not None]

@@ -180,12 +180,27 @@ def test_unknown_scenario_exits_2_listing_builtins(tmp_path: Path,
     assert not (tmp_path / "state" / "ready.json").exists()
 
 
-@pytest.mark.scenario("slo-regression")
+@pytest.mark.scenario("evidence-gap")  # no prometheus.yaml: the stand-in serves what the runs measured
 def test_prometheus_stand_in_serves_what_the_runs_measured(sandbox: Sandbox) -> None:
     env = env_exports(sandbox.env_file)
-    run = sandbox.store.list("analysisruns", "payments")[0][0]
+    run = sandbox.store.list("analysisruns", "prod")[0][0]
     err = next(r for r in run["status"]["metricResults"] if r["name"] == "ig-error-rate")
     query = err["metadata"]["ResolvedPrometheusQuery"]
     body = httpx.get(f"{env['ROLLBOOK_PROMETHEUS_URL']}/api/v1/query", params={"query": query}, timeout=5).json()
     assert [s["value"][1] for s in body["data"]["result"]] == [err["measurements"][-1]["value"].strip("[]")]
     assert json.loads(sandbox.ready_file.read_text())["prometheus_url"] == sandbox.prometheus_url
+
+
+@pytest.mark.scenario("slo-regression")
+def test_prometheus_stand_in_serves_the_scenarios_series_for_canary_and_stable(sandbox: Sandbox) -> None:
+    env = env_exports(sandbox.env_file)
+    run = sandbox.store.list("analysisruns", "payments")[0][0]
+    err = next(r for r in run["status"]["metricResults"] if r["name"] == "ig-error-rate")
+    query = err["metadata"]["ResolvedPrometheusQuery"]
+    stable = sandbox.store.get("rollouts", "payments", "payments-api")["status"]["stableRS"]
+    canary = run["metadata"]["labels"]["rollouts-pod-template-hash"]
+    url = f"{env['ROLLBOOK_PROMETHEUS_URL']}/api/v1/query"
+    for hash_, breaches in ((canary, True), (stable, False)):
+        body = httpx.get(url, params={"query": query.replace(canary, hash_)}, timeout=5).json()
+        (value,) = [float(s["value"][1]) for s in body["data"]["result"]]
+        assert (value > 0.01) is breaches
