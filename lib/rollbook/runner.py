@@ -46,6 +46,7 @@ class StepDef:
     name: str
     notebook: Path
     parallel: bool = False
+    warmup: str | None = None  # the notebook's own warm-up imports (metadata rollbook.warmup), else the run's
 
     @property
     def filename(self) -> str:
@@ -75,18 +76,14 @@ def discover(runbooks_dir: Path) -> list[StepDef]:
     for path in sorted(folder.glob("[0-9][0-9]-*.ipynb")):
         m = _NOTEBOOK_RE.match(path.name)
         if m:
-            steps.append(StepDef(int(m[1]), m[2], path, _declared_parallel(path, m[2])))
+            meta = nbformat.read(path, as_version=4).metadata.get("rollbook", {})
+            steps.append(StepDef(int(m[1]), m[2], path, bool(meta.get("parallel", PLAYBOOK.get(m[2], False))),
+                                 meta.get("warmup")))
     numbers = [s.number for s in steps]
     if len(set(numbers)) != len(numbers):
         raise UsageError(f"Two notebooks in {folder} share a step number: {numbers}.",
                          hint="Give each step notebook its own NN- prefix.")
     return steps
-
-
-def _declared_parallel(path: Path, name: str) -> bool:
-    """A step's concurrency: the notebook's own declaration, else the playbook default."""
-    meta = nbformat.read(path, as_version=4).metadata.get("rollbook", {})
-    return bool(meta.get("parallel", PLAYBOOK.get(name, False)))
 
 
 class Policy(Protocol):
@@ -480,7 +477,7 @@ def _worker(step: StepDef, ctx: _Context, gate: _Gate, gate_bound: float) -> Non
     start_error: str | None = None
     try:
         kernel = _Kernel(ctx.workdir, ctx.env)
-        kernel.warm_up(ctx.warmup, ctx.start_timeout)
+        kernel.warm_up(step.warmup if step.warmup is not None else ctx.warmup, ctx.start_timeout)
     except Exception as e:  # any start failure is this step's error, reported below
         start_error = f"the kernel did not start: {type(e).__name__}: {e}"
     try:
