@@ -28,9 +28,11 @@ sandbox: $(VENV)/.stamp
 
 bench: $(TVENV)/.stamp
 	$(TVENV)/bin/python bench/read_model.py
+	$(TVENV)/bin/python bench/runner.py
 
 lab: $(VENV)/.stamp
 	$(VENV)/bin/pip install -q -e '.[lab]'
+	@echo "then: source .sandbox/env.sh && $(VENV)/bin/jupyter lab runbooks/   (--allow-root as root)"
 
 clean:
 	rm -rf $(VENV) $(TVENV) .sandbox
