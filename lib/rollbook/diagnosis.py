@@ -79,7 +79,7 @@ def trigger_of(run: AnalysisRunInfo | None) -> Trigger:
     if not failed:
         return "error"
     kinds = {metric_kind(run, m) for m in failed}
-    if kinds == {"evidence", "slo"} or kinds >= {"evidence", "slo"}:
+    if kinds >= {"evidence", "slo"}:
         return "evidence+slo"
     if "evidence" in kinds:
         return "evidence"
