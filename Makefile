@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 TVENV := .venv-test
 
-.PHONY: demo test sandbox bench lab clean
+.PHONY: demo test sandbox bench lab lint clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(TVENV)/.stamp
 lab: $(VENV)/.stamp
 	$(VENV)/bin/pip install -q -e '.[lab]'
 	@echo "then: source .sandbox/env.sh && $(VENV)/bin/jupyter lab runbooks/   (--allow-root as root)"
+
+lint: $(TVENV)/.stamp
+	$(TVENV)/bin/pip install -q -e '.[test,dev]'
+	$(TVENV)/bin/ruff check lib bench tests
+	$(TVENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) $(TVENV) .sandbox

@@ -12,6 +12,7 @@ from typing import Any
 
 from rollbook import runner
 from rollbook.config import load as load_config
+from rollbook.errors import UsageError
 
 DEMO_APPROVER, DEMO_TICKET = "demo-operator", "DEMO-1"
 
@@ -116,7 +117,7 @@ def demo(scenario: str = "evidence-gap", *, out: Path = Path("outputs"), approve
         with Sandbox(scenario, Path(tmp) / "sandbox") as sb:
             target = sb.info.rollouts[0] if sb.info and sb.info.rollouts else None
             if target is None:
-                raise runner.UsageError(f"Scenario {scenario!r} has no Rollout to run the playbook on.")
+                raise UsageError(f"Scenario {scenario!r} has no Rollout to run the playbook on.")
             namespace, name = _target(target)
             print(f"demo: sandbox '{scenario}' up ({sb.kube_url}); running the playbook on {namespace}/{name}",
                   file=sys.stderr, flush=True)

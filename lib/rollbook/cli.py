@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from rollbook.runner import RunResult
+
 from rollbook import __version__
-from rollbook.errors import RollbookError
+from rollbook.errors import RollbookError, UsageError
 
 
 @click.group()
@@ -68,7 +72,7 @@ def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc
         if config:
             extra["config"] = config
         if (approve_retry or approve_undo) and not (approver and ticket):
-            raise runner.UsageError("--approve-retry/--approve-undo need --approver and --ticket.",
+            raise UsageError("--approve-retry/--approve-undo need --approver and --ticket.",
                                     hint="Say who approved it and under which ticket; both are recorded.")
         spec = runner.RunSpec(
             incident=incident, namespace=namespace, rollout=rollout, context=context, mc_url=mc_url,
@@ -92,17 +96,17 @@ def demo(scenario: str, out: Path, no_approve: bool) -> None:
     _guard(lambda: _finish(app.demo(scenario, out=out, approve=not no_approve)))
 
 
-def _finish(result: "object") -> None:
+def _finish(result: RunResult) -> None:
     """Print the summary and the record's path; exit with the run's code."""
-    run_dir = getattr(result, "record_dir")
+    run_dir = result.record_dir
     summary = Path(run_dir) / "summary.md"
     if summary.is_file():
         click.echo(summary.read_text(encoding="utf-8"))
     click.echo(f"Incident record: {run_dir}")
-    sys.exit(int(getattr(result, "exit_code")))
+    sys.exit(result.exit_code)
 
 
-def _guard(fn: "object") -> None:
+def _guard(fn: object) -> None:
     """Run a command body; turn our errors into a readable message and their exit code."""
     try:
         fn()  # type: ignore[operator]

@@ -176,7 +176,7 @@ class RunResult:
 # --------------------------------------------------------------------------- validation
 
 _REQUIRED_RE = re.compile(r"^\s*required\b|\(required\)", re.IGNORECASE)
-_SECRET_RE = re.compile(r"(^|_)(token|password|passwd|secret|key|apikey|credentials?)s?($|_)", re.I)
+_SECRET_RE = re.compile(r"(^|_)(token|password|passwd|secret|key|apikey|credentials?)s?($|_)", re.IGNORECASE)
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _OPTIONAL_RE = re.compile(r"^Optional\[(\w+)\]$")
@@ -408,7 +408,7 @@ class _Kernel:
         Only the module cache is affected; a failure here is ignored, the step will meet it itself."""
         if not code:
             return
-        from jupyter_client import BlockingKernelClient
+        from jupyter_client.blocking.client import BlockingKernelClient
 
         kc = BlockingKernelClient()
         kc.load_connection_info(self.km.get_connection_info())

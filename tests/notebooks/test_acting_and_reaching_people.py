@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from rollbook import app, runner
 from rollbook.sandbox.server import Sandbox
 
@@ -161,10 +160,9 @@ def test_refuses_when_the_rollout_changed_between_snapshot_and_action(world: Any
     ns, name = w.target
 
     def snapshot_then_change() -> dict[str, Any]:
+        from rollbook.config import load
         from rollbook.steps import snapshot
         from rollbook.steps.core import Incident
-
-        from rollbook.config import load
         objects = snapshot.capture(Incident(ns, name, None, None, None, "INC-42", load(str(w.config))))
         w.sb.store.patch("rollouts", ns, name, {"spec": {"replicas": 7}}, "merge")  # someone edits the spec
         return objects

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from rollbook import app
 from rollbook.sandbox.server import Sandbox
 

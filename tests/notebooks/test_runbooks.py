@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from rollbook import app, runner
 from rollbook.sandbox.server import Sandbox
 

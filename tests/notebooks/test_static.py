@@ -7,7 +7,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from rollbook import app, runner
 
 RUNBOOKS = sorted(app.default_runbooks().glob("[0-9][0-9]-*.ipynb"))

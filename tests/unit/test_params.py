@@ -6,7 +6,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from rollbook import runner
 from rollbook.errors import ParameterError, UsageError
 

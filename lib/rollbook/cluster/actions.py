@@ -199,5 +199,5 @@ def _derivative(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and all(_derivative(v, b.get(k)) for k, v in a.items())
     if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(_derivative(x, y) for x, y in zip(a, b))
+        return isinstance(b, list) and len(a) == len(b) and all(_derivative(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)

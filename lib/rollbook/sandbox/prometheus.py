@@ -449,5 +449,5 @@ def _param_time(params: dict[str, str], key: str, now: float) -> float:
     try:
         return datetime.fromisoformat(raw).timestamp()
     except ValueError:
-        raise _QueryFailed(400, "bad_data", f'invalid parameter "{key}": cannot parse "{raw}" to a valid timestamp')
+        raise _QueryFailed(400, "bad_data", f'invalid parameter "{key}": cannot parse "{raw}" to a valid timestamp') from None
 

@@ -23,7 +23,6 @@ from rollbook.sandbox.services import ServicesServer
 from rollbook.sandbox.store import Store
 from rollbook.sandbox.tls import make_server_cert
 
-
 # Ticket keys the Jira stand-in knows (a real Jira answers 404 for any other).
 SANDBOX_TICKETS = ("INC-1234", "INC-42", "DEMO-1", "CHG-7", "CHG-1")
 
@@ -151,9 +150,7 @@ class Sandbox:
 
         assert self.services is not None
         self.secrets_dir.mkdir(exist_ok=True)
-        files = {}
-        for name, value in self.service_secrets.items():
-            files[name] = self.secrets_dir / name
+        files = {name: self.secrets_dir / name for name in self.service_secrets}
         _write_secret(files["pagerduty-routing-key"], self.services.routing_key + "\n")
         _write_secret(files["slack-path"], f"{self.services_url}{self.services.slack_path}\n")
         _write_secret(files["webhook-token"], self.service_secrets["webhook-token"] + "\n")

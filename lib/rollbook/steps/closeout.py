@@ -41,7 +41,7 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
     # after an approved retry promoted the release, the stable pods are new by design: no baseline to compare
     health = dx.stable_health(view, None if changed else baseline)
     pod_images = sorted({i for p in (stable.pods if stable else ()) for i in p.images})
-    on_stable_image = bool(stable) and bool(pod_images) and set(pod_images) <= set(stable.images)
+    on_stable_image = stable is not None and bool(pod_images) and set(pod_images) <= set(stable.images)
     probes = [all(c.readiness_probe for c in p.containers) for p in (stable.pods if stable else ())]
     checks = {
         "stable pods run the stable image": on_stable_image,
@@ -50,9 +50,9 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
         "stable pods Ready and available": health["all_ready"],
         "no new restarts since the snapshot": not health["new_restarts"] and not health["missing_pods"],
         "MC shows the expected release as current production":
-            bool(current) and expected is not None and current.get("release_id") == expected,
+            current is not None and expected is not None and current.get("release_id") == expected,
     }
-    facts = {"checks": checks, "stable_replicaset": stable.name if stable else None,
+    facts: dict[str, Any] = {"checks": checks, "stable_replicaset": stable.name if stable else None,
              "stable_images": list(stable.images) if stable else [], "stable_image_tag":
              dx.image_tag(stable.images[0]) if stable and stable.images else None,
              "previous_replicaset": previous.name if previous else None, "pod_images": pod_images,

@@ -105,7 +105,9 @@ def confirm(incident: Incident, view: RolloutView, waited: float | None, wait_pr
         return Outcome(1, "confirm-rollback-status", "fail",
                        f"The abort happened but traffic is not fully back on stable: {'; '.join(problems)}.",
                        facts, findings, notes)
-    reason = (f"Rollout {view.name} is Degraded ({view.abort.metric or 'analysis'} {view.abort.assessed_phase or ''}"
+    metric = (view.abort.metric if view.abort else None) or "analysis"
+    assessed = (view.abort.assessed_phase if view.abort else None) or ""
+    reason = (f"Rollout {view.name} is Degraded ({metric} {assessed}"
               f" in revision {view.canary_revision}); stable revision {facts['stable_revision']} "
               f"({', '.join(facts['stable_images'])}) is the previous release and serves all traffic.").replace(" )", ")")
     notes.append("The Rollout stays Degraded by design until its spec is reverted (undo) or a retry passes.")

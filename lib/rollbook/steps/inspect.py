@@ -9,7 +9,7 @@ from rollbook import diagnosis as dx
 from rollbook.cluster import AnalysisRunInfo, RolloutView
 from rollbook.errors import EvidenceError
 from rollbook.evidence import Verdict
-from rollbook.steps.core import Incident, Outcome
+from rollbook.steps.core import Incident, Outcome, StepVerdict
 from rollbook.steps.slo_view import SloEvidence, gather
 
 
@@ -72,7 +72,7 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
         "mc_live_invalid": list(live.verdict.invalid) if live.verdict else None,
         "mc_live_error": live.error,
     } | advice
-    findings = {"trigger": trigger, "failed_metrics": failed, "analysis_run": run.name if run else None,
+    findings: dict[str, Any] = {"trigger": trigger, "failed_metrics": failed, "analysis_run": run.name if run else None,
                 "mc_reason": mc_reason}
     if slo_ev is not None and slo_ev.findings:
         findings |= {"slo": slo_ev.findings_json(), "slo_canary_only": slo_ev.canary_only}
@@ -85,7 +85,7 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
         notes.append(f"The playbook's `{advice['playbook_command']}` matches nothing here (no `rollout` label "
                      f"on the runs); use `{advice['working_command']}`.")
     if run is None:
-        verdict = "skip" if view.phase == "Healthy" else "needs_human"
+        verdict: StepVerdict = "skip" if view.phase == "Healthy" else "needs_human"
         why = ("No failed AnalysisRun for the current release: the analysis gate did not fire."
                if view.phase == "Healthy" else
                f"No failed AnalysisRun found for canary hash {view.canary_hash}: Argo may have garbage-collected "
@@ -105,8 +105,8 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
     if breached:
         reason += "; " + "; ".join(f.reason.rstrip(".") for f in breached)
     reason += "."
-    verdict = "pass" if trigger in ("evidence", "slo", "evidence+slo") else "needs_human"
-    return Outcome(2, "inspect-evidence", verdict, reason, facts, findings, notes)
+    decided: StepVerdict = "pass" if trigger in ("evidence", "slo", "evidence+slo") else "needs_human"
+    return Outcome(2, "inspect-evidence", decided, reason, facts, findings, notes)
 
 
 def run(incident: Incident) -> tuple[RolloutView, AnalysisRunInfo | None, dx.EvidenceInRun, LiveVerdict,

@@ -6,13 +6,13 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 from rollbook import diagnosis as dx
 from rollbook.cluster import ActionResult, RolloutView, WaitTimeout, retry, undo, wait_for_rollout
 from rollbook.errors import EvidenceError, PreconditionError, RollbookError
-from rollbook.evidence import Listing, Verdict
-from rollbook.steps.core import Incident, Outcome
+from rollbook.evidence import ItemType, Listing, Verdict
+from rollbook.steps.core import Incident, Outcome, StepVerdict
 from rollbook.steps.identity import mc_release, validate
 from rollbook.steps.slo_view import SloEvidence, gather
 
@@ -117,7 +117,7 @@ def evidence_path(incident: Incident, view: RolloutView, plan: Plan, evidence_fi
             if slot is None:
                 plan.blockers.append("no evidence slot to fill: MC lists none missing or invalid")
             else:
-                res = incident.mc.attach_file(rid, Path(evidence_file), slot, evidence_type or None,
+                res = incident.mc.attach_file(rid, Path(evidence_file), slot, _item_type(evidence_type),
                                               environment=incident.environment)
                 plan.attached = {"slot": slot, "file": Path(evidence_file).name, "created": res.created,
                                  "state": res.item.state, "item_reason": res.item.reason}
@@ -127,6 +127,16 @@ def evidence_path(incident: Incident, view: RolloutView, plan: Plan, evidence_fi
         return
     if not plan.verdict_after.ok:
         plan.blockers.append(f"MC still says ok=false: {plan.verdict_after.reason}")
+
+
+def _item_type(text: str) -> ItemType | None:
+    """The evidence_type parameter as MC's item type; empty: MC's client infers it from the file."""
+    if not text:
+        return None
+    if text not in get_args(ItemType):
+        raise PreconditionError(f"evidence_type {text!r} is not an MC evidence type.",
+                                hint=f"Use one of {', '.join(get_args(ItemType))}, or leave it empty.")
+    return cast(ItemType, text)
 
 
 def watch_retry(incident: Incident, before: set[str], timeout: float) -> tuple[RolloutView | None, str]:
@@ -231,7 +241,7 @@ def _evidence_outcome(incident: Incident, view: RolloutView, plan: Plan, approva
                        f"Evidence fixed and retry approved by {approval.approver} ({approval.ticket}): {what}.",
                        facts, findings)
     findings["promoted"] = False
-    verdict = "fail" if after is not None else "needs_human"
+    verdict: StepVerdict = "fail" if after is not None else "needs_human"
     return Outcome(4, "remediate-and-retry", verdict, f"Retried (approved by {approval.approver}): {what}.",
                    facts, findings)
 

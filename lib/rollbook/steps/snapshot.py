@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rollbook import diagnosis as dx
@@ -31,7 +32,7 @@ def _mc(incident: Incident, release: str | None, stable_release: str | None) -> 
         mc = incident.mc
     except RollbookError as e:
         return out | {"error": str(e)}
-    calls = {
+    calls: dict[str, Callable[[], Any]] = {
         "verdict": lambda: mc.verdict(release, incident.environment).raw if release else None,
         "listing": lambda: mc.listing(release, incident.environment).raw if release else None,
         "release": lambda: mc.release(release).raw if release else None,
