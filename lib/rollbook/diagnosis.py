@@ -6,13 +6,12 @@ AnalysisRuns (and MC's answers, passed in). The step notebooks call these throug
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from rollbook.cluster.models import AnalysisRunInfo, MetricResult, PodInfo, ReplicaSetInfo, RolloutView
+from rollbook.cluster.models import AnalysisRunInfo, MetricResult, PodInfo, RolloutView
 from rollbook.evidence import Verdict, parse_verdict
 
 Trigger = Literal["evidence", "slo", "evidence+slo", "error", "other", "none"]
@@ -217,11 +216,6 @@ def selector_advice(view: RolloutView, run: AnalysisRunInfo | None) -> dict[str,
 # --------------------------------------------------------------------------- rollback state
 
 
-def rs_images(rs: ReplicaSetInfo | None) -> tuple[str, ...]:
-    """Images of a ReplicaSet's pod template."""
-    return rs.images if rs else ()
-
-
 def image_tag(image: str | None) -> str | None:
     """The tag of an image reference (after the last ':' of the last path part), or None."""
     if not image:
@@ -353,7 +347,3 @@ def now_utc() -> datetime:
     """The current time (one place, so tests can reason about it)."""
     return datetime.now(UTC)
 
-
-def compact(obj: Any) -> str:
-    """Compact JSON for tables."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, default=str)
