@@ -67,7 +67,8 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
         return Outcome(6, "verify-closeout", "pass",
                        f"Close-out verified: stable {facts['stable_replicaset']} on {', '.join(facts['stable_images'])}, "
                        f"{health['ready']}/{health['pods']} Ready, MC current = {expected}.", facts, findings)
-    return Outcome(6, "verify-closeout", "fail", f"Not ready to close: {'; '.join(failed)}.", facts, findings)
+    why = f" (MC: {mc_problem})" if mc_problem and current is None else ""
+    return Outcome(6, "verify-closeout", "fail", f"Not ready to close: {'; '.join(failed)}{why}.", facts, findings)
 
 
 def ticket_text(view: RolloutView, outcome: Outcome, earlier: dict[str, Any]) -> str:

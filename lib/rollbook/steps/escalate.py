@@ -58,9 +58,10 @@ def assess(view: RolloutView, *, incident_start: datetime | None, now: datetime,
         past = f" (earlier: {'; '.join(reasons)})" if reasons else ""
         return Outcome(5, "escalate", "pass", f"The rollout is Healthy now: no escalation{past}.", facts, findings)
     if not due:
+        by = f"escalate by {dx.iso(deadline)} if that changes" if deadline else "no abort time to count 15 minutes from"
         return Outcome(5, "escalate", "pass",
                        f"No escalation needed: no loop (failed runs: {len(loop.failed_runs)}), rollback complete, "
-                       f"stable pods healthy; escalate by {dx.iso(deadline)} if that changes.", facts, findings)
+                       f"stable pods healthy; {by}.", facts, findings)
     when = ("now" if deadline is None else f"the deadline {dx.iso(deadline)} has passed" if facts["past_deadline"]
             else f"do it before {dx.iso(deadline)}")
     return Outcome(5, "escalate", "escalate", f"Escalate to the deployment lead and SRE ({when}): {'; '.join(reasons)}.",
