@@ -327,7 +327,8 @@ def _ready_status(pod: dict[str, Any]) -> dict[str, Any]:
     status = dict(pod["status"], phase="Running")
     status["conditions"] = [dict(c, status="True", lastTransitionTime=now) for c in status.get("conditions") or []]
     for c in status["conditions"]:
-        c.pop("reason", None), c.pop("message", None)
+        c.pop("reason", None)
+        c.pop("message", None)
     status["containerStatuses"] = [dict(cs, ready=True, started=True, state={"running": {"startedAt": now}})
                                    for cs in status.get("containerStatuses") or []]
     return status
