@@ -43,7 +43,10 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
     pod_images = sorted({i for p in (stable.pods if stable else ()) for i in p.images})
     on_stable_image = stable is not None and bool(pod_images) and set(pod_images) <= set(stable.images)
     probes = [all(c.readiness_probe for c in p.containers) for p in (stable.pods if stable else ())]
+    complete, problems = dx.rollback_complete(view)
+    settled = (view.aborted and complete) or (view.phase == "Healthy" and view.stable_hash == view.canary_hash)
     checks = {
+        "traffic settled on one release (rolled back, or promoted)": settled,
         "stable pods run the stable image": on_stable_image,
         "stable is the previous release" if not promoted else "stable is the promoted release":
             (view.stable_is_previous is not False) if not promoted else True,
@@ -58,7 +61,9 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
              "previous_replicaset": previous.name if previous else None, "pod_images": pod_images,
              "readiness_probes_defined": all(probes) if probes else False, "stable_health": health,
              "expected_current_release": expected, "mc_current": current, "mc_problem": mc_problem,
-             "promoted": promoted, "stable_pods_replaced_by_promotion": changed}
+             "promoted": promoted, "stable_pods_replaced_by_promotion": changed,
+             "rollback_problems": problems if view.aborted else [f"the rollout is {view.phase}, not aborted"]
+             if not settled else []}
     ok = all(checks.values())
     failed = [k for k, v in checks.items() if not v]
     findings = {"closeout_ok": ok, "mc_current_release": current.get("release_id") if current else None,

@@ -11,12 +11,18 @@ from rollbook.steps.core import Incident, Outcome
 
 
 def baseline_restarts(incident: Incident) -> dict[str, int] | None:
-    """Stable pods' restart counts captured in the run's snapshot (None outside a run)."""
+    """Stable pods' restart counts captured in the run's snapshot (None outside a run).
+
+    Only the stable ReplicaSet's pods count: canary pods are meant to go away after an abort."""
     pods = incident.snapshot_object("pods")
+    rollout = incident.snapshot_object("rollout")
     if not isinstance(pods, list):
         return None
+    stable = ((rollout or {}).get("status") or {}).get("stableRS")
     counts = {}
     for pod in pods:
+        if stable and ((pod.get("metadata") or {}).get("labels") or {}).get(dx.HASH_LABEL) != stable:
+            continue
         name = (pod.get("metadata") or {}).get("name")
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
         counts[str(name)] = sum(int(s.get("restartCount") or 0) for s in statuses)
@@ -59,8 +65,9 @@ def assess(view: RolloutView, *, incident_start: datetime | None, now: datetime,
         return Outcome(5, "escalate", "pass", f"The rollout is Healthy now: no escalation{past}.", facts, findings)
     if not due:
         by = f"escalate by {dx.iso(deadline)} if that changes" if deadline else "no abort time to count 15 minutes from"
+        state = "rollback complete" if view.aborted else f"not aborted ({view.phase})"
         return Outcome(5, "escalate", "pass",
-                       f"No escalation needed: no loop (failed runs: {len(loop.failed_runs)}), rollback complete, "
+                       f"No escalation needed: no loop (failed runs: {len(loop.failed_runs)}), {state}, "
                        f"stable pods healthy; {by}.", facts, findings)
     when = ("now" if deadline is None else f"the deadline {dx.iso(deadline)} has passed" if facts["past_deadline"]
             else f"do it before {dx.iso(deadline)}")

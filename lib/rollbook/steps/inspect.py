@@ -101,6 +101,8 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
     }[trigger]
     reason = f"AnalysisRun {run.name} is {run.phase}: {text} ({', '.join(failed) or 'no metric'})"
     reason += f"; MC says: {mc_reason}" if mc_reason else ""
+    if live.error and not mc_reason:
+        reason += f"; MC could not give a verdict now: {live.error}"
     breached = [f for f in (slo_ev.findings if slo_ev else []) if f.breached]
     if breached:
         reason += "; " + "; ".join(f.reason.rstrip(".") for f in breached)

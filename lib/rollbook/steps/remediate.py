@@ -176,18 +176,19 @@ def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str
         return Plan("none", release), Outcome(4, "remediate-and-retry", "skip",
                                               f"Rollout {view.name} is not aborted ({view.phase}): nothing to remediate.",
                                               facts, {"retried": False})
-    path = "slo" if trigger == "slo" else "evidence"
+    # both gates failed: fix the evidence gap all the same, but the SLO failure decides (no retry; undo)
+    path = "slo" if trigger in ("slo", "evidence+slo") else "evidence"
     plan = Plan(path, release)
     known, problem = mc_release(incident, release)
     identity, _ = validate(view, None, known, problem)
     facts["release_identity_ok"] = identity.findings.get("release_identity_ok")
     if identity.findings.get("release_identity_ok") is not True:
         plan.blockers.append(f"release identity not confirmed: {identity.reason}")
-    if path == "evidence":
+    if trigger != "slo":
         evidence_path(incident, view, plan, evidence_file, evidence_name, evidence_type)
-        if trigger == "evidence+slo":
-            plan.blockers.append("the SLO checks failed too: a retry re-runs the same release and would fail again")
-    else:
+    if trigger == "evidence+slo":
+        plan.blockers.append("the SLO checks failed too: a retry re-runs the same release and would fail again")
+    if path == "slo":
         plan.blockers.append("an SLO regression: a retry re-runs the same release with the same code")
     if trigger in ("slo", "evidence+slo"):
         plan.slo = gather(incident, view, run)
@@ -252,7 +253,9 @@ def _slo_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Ap
     rv = str((view.raw.get("metadata") or {}).get("resourceVersion") or "") or None
     stable = view.stable_rs
     target = stable.revision if stable else None
-    other = [b for b in plan.blockers if "SLO regression" not in b and "identity" not in b]
+    # what stops an undo: not the regression itself, the identity or MC's verdict (undo goes back to the
+    # stable release), only a changed world (preconditions)
+    other = [b for b in plan.blockers if "changed since the snapshot" in b or "no longer aborted" in b]
     try:
         if approval.approved and other:
             findings["undone"] = False
