@@ -225,11 +225,41 @@ def _summary_evidence(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list
 def _summary_actions(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[str]:
     """The 'Actions taken' section: retry, escalation, skipped and failed steps."""
     lines = ["## Actions taken", "", f"- Rollout retried: {_say(f['retried'])}",
-             f"- Escalated: {_say(f['escalate'])}"
-             + (f" (due by {f['escalation_due_at']})" if f["escalation_due_at"] else "")]
+             f"- Escalation due: {_say(f['escalate'])}"
+             + (f" (by {f['escalation_due_at']})" if f["escalation_due_at"] else "")]
+    lines += _mutation_lines(f, steps)
     lines += [f"- Step {s.step} ({s.name}) skipped: {s.reason}" for s in steps if s.verdict == "skip"]
     lines += [f"- Step {s.step} ({s.name}) FAILED TO RUN: {s.reason}" for s in steps if s.verdict == "error"]
     return [*lines, ""]
+
+
+def _mutation_lines(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[str]:
+    """Every change made (or only dry-run) outside this record: cluster, MC, paging."""
+    lines = []
+    for m in f.get("mutations") or []:
+        approval = m.get("approval") or {}
+        req = (m.get("requests") or [{}])[-1]
+        if m.get("dry_run"):
+            lines.append(f"- {m.get('action')}: server-side dry run only, not sent ({req.get('method')} {req.get('path')})")
+        else:
+            lines.append(f"- {m.get('action')} SENT, approved by {approval.get('approver')} ({approval.get('ticket')}, "
+                         f"{approval.get('at')}): {req.get('method')} {req.get('path')}")
+    remediate = next((s for s in steps if s.name == "remediate-and-retry"), None)
+    attached = (remediate.facts.get("attached") if remediate else None) or None
+    if attached:
+        lines.append(f"- Evidence attached in MC: {attached.get('file')} → slot {attached.get('slot')} "
+                     f"({attached.get('state')})")
+    deliveries = f.get("escalation_deliveries") or []
+    if deliveries:
+        sent = [d.get("service") for d in deliveries if d.get("sent")]
+        lines.append(f"- Escalation sent to: {', '.join(sent)}" if sent else
+                     f"- Escalation NOT sent (dry run; payloads for {', '.join(d.get('service', '?') for d in deliveries)} "
+                     "recorded in record.json)")
+    report = f.get("mc_rollback_report")
+    if report:
+        lines.append(f"- MC rollback report to {report.get('release_id')}: "
+                     f"{'sent' if report.get('sent') else 'not sent (' + str(report.get('note') or report.get('error')) + ')'}")
+    return lines
 
 
 def render_summary(info: RunInfo, steps: Sequence[StepResult]) -> str:
