@@ -64,6 +64,7 @@ def _floor_kernel(workdir: Path, env: dict[str, str], gate: threading.Event | No
                   done: Future[KernelTiming]) -> None:
     """Start a kernel as the runner does, wait for the go, import, report, then stop immediately."""
     from jupyter_core.utils import run_sync
+
     from rollbook.runner import IPCKernelManager
 
     timing = KernelTiming()

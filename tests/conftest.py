@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rollbook.sandbox.controller import Timings
 from rollbook.sandbox.server import Sandbox
 

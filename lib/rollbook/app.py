@@ -55,10 +55,29 @@ def run(spec: runner.RunSpec, *, config: str | None = None, apply_closeout: bool
     """Validate (exit 2 before any kernel), snapshot, run the steps, write the record, update the ticket."""
     validated = runner.validate(spec)
     cfg = load_config(config)  # a broken config file is a usage error before anything runs
+    preflight(spec, cfg)
     result = runner.run(validated, snapshot=snapshot_for(spec, config), secrets=config_secrets(config))
     if spec.ticket and (cfg.jira.enabled or cfg.ticket_webhook.enabled):
         update_ticket(result.record_dir, cfg, spec.ticket, apply=apply_closeout)
     return result
+
+
+def preflight(spec: runner.RunSpec, cfg: Any) -> None:
+    """Before any kernel: the kube context loads and MC's URL and token resolve (no network yet)."""
+    from rollbook.errors import ConfigError
+    from rollbook.steps.core import Incident
+
+    incident = Incident(spec.namespace, spec.rollout, spec.context, spec.mc_url, None, spec.incident, cfg)
+    try:
+        incident.cluster  # noqa: B018 - resolving it loads the kubeconfig and context
+        if cfg.action_context:
+            incident.action_cluster  # noqa: B018
+        incident.mc  # noqa: B018 - resolving it finds the URL and the token (file)
+    except ConfigError as e:
+        raise UsageError(f"Cannot start the run: {e.message}", hint=e.hint) from e
+    finally:
+        if "mc" in incident.__dict__:
+            incident.mc.close()
 
 
 def update_ticket(run_dir: Path, cfg: Any, ticket: str, *, apply: bool) -> list[dict[str, Any]]:

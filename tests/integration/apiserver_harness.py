@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+
 from rollbook.sandbox.apiserver import ApiServer, User
 from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.store import Store

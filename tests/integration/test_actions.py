@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from apiserver_harness import Harness, running_apiserver
+
 from rollbook.cluster import (
     NoRevision,
     StaleRollout,

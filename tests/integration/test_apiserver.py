@@ -13,6 +13,7 @@ import pytest
 from apiserver_harness import Harness, running_apiserver
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+
 from rollbook.sandbox.apiserver import ApiServer
 from rollbook.sandbox.store import Store
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from kubernetes import client, config
+
 from rollbook.sandbox.controller import Timings
 from rollbook.sandbox.mc import Fault
 from rollbook.sandbox.server import Sandbox

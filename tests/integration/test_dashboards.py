@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image as PILImage
+
 from rollbook import dashboards, paging
 from rollbook.config import Config, SecretRef, Service
 from rollbook.sandbox.services import ServicesServer

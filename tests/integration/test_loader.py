@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from rollbook.errors import UsageError
 from rollbook.sandbox.loader import (
     BUILTIN_DIR,

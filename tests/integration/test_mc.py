@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
 from rollbook.errors import (
     MCAuthError,
     MCConflict,

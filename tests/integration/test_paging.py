@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+
 from rollbook import paging
 from rollbook.config import Config, SecretRef, Service
 from rollbook.paging import Escalation, Image, RetryPolicy

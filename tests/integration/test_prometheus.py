@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from rollbook import slo
 from rollbook.config import SecretRef, Service
 from rollbook.errors import ConfigError, Retryable, RollbookError

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from apiserver_harness import Harness, running_apiserver
+
 from rollbook.cluster import (
     WaitTimeout,
     connect,

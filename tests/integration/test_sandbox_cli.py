@@ -19,6 +19,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
 from rollbook.sandbox.server import Sandbox
 
 FIXTURES = Path("/work/shared/fixtures/argo-rollouts")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from rollbook import paging, tickets
 from rollbook.config import Config, SecretRef, Service
 from rollbook.sandbox.services import ServicesServer

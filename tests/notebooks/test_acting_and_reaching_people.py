@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from rollbook import app, runner
 from rollbook.sandbox.server import Sandbox
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from rollbook import app
 from rollbook.sandbox.server import Sandbox
 
@@ -35,6 +36,18 @@ def test_bad_parameters_exit_2_before_any_kernel(tmp_path: Path, args: list[str]
     for word in words:
         assert word.lower() in proc.stderr.lower(), proc.stderr
     assert not (tmp_path / "out").exists(), "nothing may be run or written on bad usage"
+
+
+def test_unknown_context_and_missing_mc_exit_2_before_any_kernel(
+        sandbox_factory: Callable[..., Sandbox], tmp_path: Path) -> None:
+    sb = sandbox_factory("evidence-gap")
+    env = {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
+           "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file), "ROLLBOOK_CONFIG": ""}
+    proc = _run(["--context", "prod-eu-typo"], tmp_path / "a", env)
+    assert proc.returncode == 2 and "prod-eu-typo" in proc.stderr and "get-contexts" in proc.stderr
+    proc = _run([], tmp_path / "b", {**env, "ROLLBOOK_MC_TOKEN_FILE": str(tmp_path / "missing-token")})
+    assert proc.returncode == 2 and "ROLLBOOK_MC_TOKEN" in proc.stderr, proc.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_nbmake_runs_every_runbook_with_defaults(sandbox_factory: Callable[..., Sandbox], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rollbook import app, runner
 from rollbook.sandbox.server import Sandbox
 

@@ -14,6 +14,7 @@ from typing import Any
 import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
 from rollbook import record, runner
 from rollbook.record import StepResult
 

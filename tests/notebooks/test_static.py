@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
 from rollbook import app, runner
 
 RUNBOOKS = sorted(app.default_runbooks().glob("[0-9][0-9]-*.ipynb"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from rollbook.cluster import parse_abort_message
 
 REASON = "failed (1) > failureLimit (0)"

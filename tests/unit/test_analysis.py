@@ -9,6 +9,7 @@ import types
 from typing import Any
 
 import pytest
+
 from rollbook.cluster import build_analysis_run, build_view, parse_number
 from rollbook.cluster.analysis import parse_verdict_value
 

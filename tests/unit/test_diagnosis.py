@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from rollbook import diagnosis as dx
 from rollbook.cluster import build_analysis_run, build_view
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from rollbook.cluster import RolloutView, build_analysis_run, build_view, derive_phase
 
 FIXTURES = Path("/work/shared/fixtures/argo-rollouts")

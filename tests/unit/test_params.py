@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
 from rollbook import runner
 from rollbook.errors import ParameterError, UsageError
 

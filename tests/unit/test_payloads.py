@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from rollbook import dashboards, paging, tickets
 from rollbook.config import Config, SecretRef, Service
 from rollbook.errors import ConfigError, Retryable

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
 from rollbook import record
 from rollbook.errors import ParameterError
 from rollbook.record import RunInfo, StepResult

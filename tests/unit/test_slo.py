@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 from matplotlib.collections import PolyCollection
+
 from rollbook import slo
 from rollbook.prometheus import Series, format_value
 
