@@ -139,8 +139,9 @@ class Outcome:
         """Display the verdict for people and hand the machine-readable result to the runner."""
         from IPython.display import Markdown, display
 
-        icon = {"pass": "✅", "fail": "❌", "needs_human": "🧑‍💻", "escalate": "🚨", "skip": "⏭️"}[self.verdict]
-        lines = [f"### {icon} Step {self.step} verdict: `{self.verdict}`", "", self.reason, ""]
+        word = {"pass": "PASS", "fail": "FAIL", "needs_human": "NEEDS A HUMAN", "escalate": "ESCALATE",
+                "skip": "SKIP"}[self.verdict]
+        lines = [f"### Step {self.step} verdict: {word} (`{self.verdict}`)", "", self.reason, ""]
         lines += [f"- {n}" for n in self.notes]
         display(Markdown("\n".join(lines)))
         display({record.STEP_RESULT_MIME: self.result()}, raw=True)
@@ -154,12 +155,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def table(rows: list[dict[str, Any]] | dict[str, Any]) -> Any:
-    """Rows (or one mapping as field/value rows) as a pandas DataFrame for display."""
+    """Rows (or one mapping as field/value rows) as a pandas table for display: no index, nothing cut."""
     import pandas as pd
 
     if isinstance(rows, dict):
-        return pd.DataFrame({"field": list(rows), "value": [_cell(v) for v in rows.values()]})
-    return pd.DataFrame(rows)
+        frame = pd.DataFrame({"field": list(rows), "value": [_cell(v) for v in rows.values()]})
+    else:
+        frame = pd.DataFrame(rows)
+    # a Styler renders the whole text of each cell (messages are evidence) and hides the 0..n index
+    return frame.style.hide(axis="index").format(na_rep="—").set_properties(**{"text-align": "left"})
 
 
 def _cell(value: Any) -> Any:
