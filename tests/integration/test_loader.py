@@ -22,7 +22,8 @@ from rollbook.sandbox.loader import (
 from rollbook.sandbox.mc import MCServer
 from rollbook.sandbox.store import Store
 
-FIXTURES = Path("/work/shared/fixtures/argo-rollouts")
+# ../shared/ beside the checkout, as laid out for developers and CI
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts"
 BUILTINS = ["evidence-gap", "slo-regression", "rollback-loop", "release-mismatch", "evidence-lost", "mc-errors",
             "healthy"]
 NOW = datetime(2026, 8, 21, 10, 15, 0, tzinfo=UTC)

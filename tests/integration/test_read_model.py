@@ -28,7 +28,8 @@ from rollbook.cluster.connect import Cluster
 from rollbook.errors import ClusterUnavailable, ConfigError, Conflict, NotFound, Unauthorized
 from rollbook.sandbox.loader import builtin_scenarios, load_scenario
 
-FIXTURES = Path("/work/shared/fixtures/argo-rollouts")
+# ../shared/ beside the checkout, as laid out for developers and CI
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts"
 SCENARIOS = builtin_scenarios()
 
 

@@ -22,7 +22,8 @@ from kubernetes.client.exceptions import ApiException
 
 from rollbook.sandbox.server import Sandbox
 
-FIXTURES = Path("/work/shared/fixtures/argo-rollouts")
+# ../shared/ beside the checkout, as laid out for developers and CI
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts"
 READY_KEYS = {"kube_url", "mc_url", "kubeconfig", "scenario", "pid", "rollouts"}
 
 

@@ -182,3 +182,21 @@ def test_unknown_rollout_gives_partial_record_and_exit_3(sandbox_factory: Callab
     assert result.exit_code == 3
     assert rec["steps"][0]["verdict"] == "error"
     assert "no-such-rollout" in rec["steps"][0]["reason"]
+
+
+UPSTREAM = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts" / "rollout-aborted"
+
+
+@pytest.mark.skipif(not UPSTREAM.is_dir(), reason="../shared/fixtures is not beside this checkout")
+def test_argos_own_aborted_fixture_runs_the_whole_playbook_without_guessing(scenario_run: Any) -> None:
+    # a pre-1.0 object, no MC state, a metric named "web" (no release-id, no evidence gate): every step reaches a
+    # verdict, nothing is invented, and nothing is retried
+    sb, result, rec = scenario_run(str(UPSTREAM))
+    f = rec["findings"]
+    assert result.exit_code == 0, [(s["name"], s["verdict"], s["reason"]) for s in rec["steps"]]
+    assert f["phase"] == "Degraded" and f["status_message"].startswith('RolloutAborted: metric "web"')
+    assert f["failed_metrics"] == ["web"] and f["trigger"] == "other"
+    assert f["release_id"] is None and f["mc_reason"] is None and f["retried"] is False
+    assert f["stable_is_previous_release"] is True and f["stable_image"] == "argoproj/rollouts-demo:blue"
+    step4 = next(s for s in rec["steps"] if s["name"] == "remediate-and-retry")
+    assert step4["verdict"] == "needs_human" and "outside the evidence and SLO gates" in step4["reason"]

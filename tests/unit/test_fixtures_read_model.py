@@ -11,7 +11,8 @@ import yaml
 
 from rollbook.cluster import RolloutView, build_analysis_run, build_view, derive_phase
 
-FIXTURES = Path("/work/shared/fixtures/argo-rollouts")
+# ../shared/ beside the checkout, as laid out for developers and CI
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts"
 SEVEN_DAYS_AGO = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

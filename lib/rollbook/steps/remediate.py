@@ -188,6 +188,13 @@ def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str
         evidence_path(incident, view, plan, evidence_file, evidence_name, evidence_type)
     if trigger == "evidence+slo":
         plan.blockers.append("the SLO checks failed too: a retry re-runs the same release and would fail again")
+    if trigger == "other":
+        names = ", ".join(m.name for m in dx.failing(run)) if run else "?"
+        plan.blockers.append(f"a metric outside the evidence and SLO gates failed ({names}): fixing MC's evidence "
+                             "does not change it, and a retry re-runs the same release")
+    if trigger == "none":
+        plan.blockers.append("no failed AnalysisRun explains the abort (aborted by hand, or the run was "
+                             "garbage-collected): find out why before retrying")
     if path == "slo":
         plan.blockers.append("an SLO regression: a retry re-runs the same release with the same code")
     if trigger in ("slo", "evidence+slo"):
