@@ -48,6 +48,23 @@ def config_secrets(config: str | None) -> list[str]:
             value = ref.value()
             if value:
                 found.append(value)
+    return found + kubeconfig_secrets(cfg.kubeconfig)
+
+
+def kubeconfig_secrets(path: str | None) -> list[str]:
+    """Bearer tokens, passwords and client keys in the kubeconfig(s): never to appear in a record either."""
+    import yaml
+
+    paths = [path] if path else os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")).split(os.pathsep)
+    found: list[str] = []
+    for p in paths:
+        try:
+            doc = yaml.safe_load(Path(p).expanduser().read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        for user in doc.get("users") or []:
+            fields = (user or {}).get("user") or {}
+            found += [str(fields[k]) for k in ("token", "password", "client-key-data") if fields.get(k)]
     return found
 
 

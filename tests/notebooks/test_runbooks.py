@@ -160,15 +160,18 @@ def test_secret_never_reaches_the_record(sandbox_factory: Callable[..., Sandbox]
     sb = sandbox_factory("evidence-gap")
     _env(monkeypatch, sb)
     token = sb.mc_write_token_file.read_text().strip()
+    # plant a secret where a careless step could pick it up: as the MC token in the environment
+    monkeypatch.setenv("ROLLBOOK_MC_TOKEN", token)
     result, _ = _run(sb, tmp_path / "out", steps=(1, 2))
+    secrets = [token, sb.operator_token, sb.viewer_token]
     assert token and len(token) > 10
     for path in result.record_dir.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            assert token.encode() not in data, path
+            assert not [s for s in secrets if s.encode() in data], path
             if path.suffix == ".zip":
                 with zipfile.ZipFile(path) as z:
-                    assert all(token.encode() not in z.read(n) for n in z.namelist())
+                    assert all(s.encode() not in z.read(n) for n in z.namelist() for s in secrets)
 
 
 def test_unknown_rollout_gives_partial_record_and_exit_3(sandbox_factory: Callable[..., Sandbox],
