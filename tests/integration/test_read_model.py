@@ -28,8 +28,10 @@ from rollbook.cluster.connect import Cluster
 from rollbook.errors import ClusterUnavailable, ConfigError, Conflict, NotFound, Unauthorized
 from rollbook.sandbox.loader import builtin_scenarios, load_scenario
 
-# ../shared/ beside the checkout, as laid out for developers and CI
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts"
+# ../shared/ beside the checkout, as laid out for developers and CI (else the workplace's copy)
+FIXTURES = next((p / "fixtures" / "argo-rollouts" for p in (Path(__file__).resolve().parents[3] / "shared",
+                                                            Path("/work/shared")) if p.is_dir()),
+                Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts")
 SCENARIOS = builtin_scenarios()
 
 

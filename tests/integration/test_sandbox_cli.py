@@ -22,8 +22,10 @@ from kubernetes.client.exceptions import ApiException
 
 from rollbook.sandbox.server import Sandbox
 
-# ../shared/ beside the checkout, as laid out for developers and CI
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts"
+# ../shared/ beside the checkout, as laid out for developers and CI (else the workplace's copy)
+FIXTURES = next((p / "fixtures" / "argo-rollouts" for p in (Path(__file__).resolve().parents[3] / "shared",
+                                                            Path("/work/shared")) if p.is_dir()),
+                Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts")
 READY_KEYS = {"kube_url", "mc_url", "kubeconfig", "scenario", "pid", "rollouts"}
 
 

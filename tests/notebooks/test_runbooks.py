@@ -187,7 +187,9 @@ def test_unknown_rollout_gives_partial_record_and_exit_3(sandbox_factory: Callab
     assert "no-such-rollout" in rec["steps"][0]["reason"]
 
 
-UPSTREAM = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts" / "rollout-aborted"
+UPSTREAM = next((p / "fixtures" / "argo-rollouts" / "rollout-aborted"
+                 for p in (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared")) if p.is_dir()),
+                Path("../shared/fixtures/argo-rollouts/rollout-aborted"))
 
 
 @pytest.mark.skipif(not UPSTREAM.is_dir(), reason="../shared/fixtures is not beside this checkout")
