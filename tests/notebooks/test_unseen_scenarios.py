@@ -19,9 +19,12 @@ from typing import Any
 import pytest
 
 from rollbook import app, runner
+from rollbook.sandbox.controller import Timings
 from rollbook.sandbox.server import Sandbox
 
 pytestmark = pytest.mark.notebooks
+
+FAST_TIMINGS = Timings(analysis_seconds=0.1, error_interval_seconds=0.02, scale=0.01, idle_poll_seconds=0.05)
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 HASH = "rollouts-pod-template-hash"
@@ -137,8 +140,10 @@ def play(sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatc
     """Start a scenario folder, run all six steps through `app.run` with the sandbox's own config."""
     threads: list[threading.Thread] = []
 
-    def go(scenario: str, *, during: Hook | None = None, **kw: Any) -> Played:
-        sb = sandbox_factory(SCENARIOS / scenario)
+    def go(scenario: str, *, during: Hook | None = None, timings: Timings | None = None, **kw: Any) -> Played:
+        # a test that plays Argo's part itself gets a controller too slow to pre-empt it
+        slow = Timings(analysis_seconds=600.0, error_interval_seconds=0.02, scale=100.0, idle_poll_seconds=0.05)
+        sb = sandbox_factory(SCENARIOS / scenario, timings=timings or (slow if during is not None else FAST_TIMINGS))
         for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
                            "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
             monkeypatch.setenv(key, value)
@@ -512,6 +517,19 @@ def test_rollback_under_way_step1_waits_then_confirms(play: Callable[..., Played
     assert [(m["action"], m["dry_run"]) for m in step4["findings"]["mutations"]] == [("undo", True)]
     assert_nothing_mutated(p)
     assert f["escalate"] is False
+
+
+def test_the_sandbox_controller_itself_finishes_a_rollback_loaded_mid_way(play: Callable[..., Played]) -> None:
+    # no test playing Argo: the simulated controller owes the canary scale-down (what is left of
+    # abortScaleDownDelaySeconds, here scaled by 0.2) and the starting stable pods; step 1 waits for both
+    timings = Timings(analysis_seconds=3.0, error_interval_seconds=0.02, scale=0.2, idle_poll_seconds=0.05)
+    p = play("rollback-in-progress", timings=timings, params={"wait_seconds": 60})
+    step1 = p.step("confirm-rollback-status")
+    assert step1["verdict"] == "pass", step1["reason"]
+    assert step1["facts"]["waited_seconds"] and step1["facts"]["waited_seconds"] > 0
+    assert step1["facts"]["rollback_complete"] is True and step1["facts"]["canary_available"] == 0
+    assert p.findings["closeout_ok"] is True
+    assert_nothing_mutated(p)
 
 
 def test_closeout_passes_after_the_rollback_finished(play: Callable[..., Played]) -> None:

@@ -99,6 +99,7 @@ class Controller:
         """Remember the current rollouts and start the reconcile thread."""
         for ro in self.store.list("rollouts")[0]:
             self._seen[(_meta(ro)["namespace"], _meta(ro)["name"])] = ro
+            self._resume_abort(ro)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="argo-controller", daemon=True)
         self._thread.start()
@@ -440,6 +441,51 @@ class Controller:
         ns, name, h = _meta(ro)["namespace"], _meta(ro)["name"], status.get("currentPodHash")
         self._after(delay * self.timings.scale, lambda: self._scale_down_canary(ns, name, h))
 
+    def _resume_abort(self, ro: Obj) -> None:
+        """A scenario loaded mid-rollback: finish what Argo still owes it, on Argo's clock.
+
+        The canary is scaled down when what is left of abortScaleDownDelaySeconds has passed; stable
+        pods still starting (Pending, ContainerCreating) become Ready after `analysis_seconds`. Pods
+        failing for a reason of their own (CrashLoopBackOff, ImagePullBackOff, ...) are left failing."""
+        status = ro.get("status") or {}
+        if not status.get("abort"):
+            return
+        canary = _canary(ro)
+        delay = int(canary.get("abortScaleDownDelaySeconds", DEFAULT_ABORT_DELAY)) if canary.get("trafficRouting") else 0
+        try:
+            aborted = datetime.fromisoformat(str(status.get("abortedAt")).replace("Z", "+00:00"))
+            elapsed = (datetime.now(UTC) - aborted).total_seconds()
+        except ValueError:
+            elapsed = 0.0
+        ns, name = _meta(ro)["namespace"], _meta(ro)["name"]
+        h, stable = status.get("currentPodHash"), status.get("stableRS")
+        self._after(max(0.0, delay - elapsed) * self.timings.scale, lambda: self._scale_down_canary(ns, name, h))
+        self._after(self.timings.analysis_seconds, lambda: self._settle_starting_pods(ns, name, stable))
+
+    def _settle_starting_pods(self, ns: str, name: str, stable_hash: str | None) -> None:
+        """Stable pods that were only starting are Running and Ready now; the ReplicaSet counts them."""
+        ro = self.store.get("rollouts", ns, name)
+        rs = self._rs_by_hash(ns, ro, stable_hash)
+        if rs is None:
+            return
+        pods = [p for p in self.store.list("pods", ns, label_selector=f"{HASH_LABEL}={stable_hash}")[0]
+                if any(o.get("uid") == _meta(rs)["uid"] for o in _meta(p).get("ownerReferences") or [])]
+        changed = False
+        for pod in pods:
+            if _only_starting(pod):
+                ready = _ready_pod(rs)
+                status = dict(ready["status"], startTime=(pod.get("status") or {}).get("startTime") or now_rfc3339())
+                self.store.set_status("pods", ns, _meta(pod)["name"], status)
+                changed = True
+        if not changed:
+            return
+        pods = [self.store.get("pods", ns, _meta(p)["name"]) for p in pods]
+        ready_count = sum(1 for p in pods if _pod_ready(p))
+        rs_status = dict(rs.get("status") or {}, readyReplicas=ready_count, availableReplicas=ready_count)
+        self.store.set_status("replicasets", ns, _meta(rs)["name"], rs_status)
+        ro_status = dict(ro.get("status") or {}, readyReplicas=ready_count, availableReplicas=ready_count)
+        self._write_status(ro, ro_status)
+
     def _scale_down_canary(self, ns: str, name: str, canary_hash: str | None) -> None:
         """Scale the aborted canary to zero, unless a retry or undo moved on meanwhile."""
         ro = self.store.get("rollouts", ns, name)
@@ -639,6 +685,26 @@ def _healthy_status(ro: Obj, h: str | None, completed: str) -> Obj:
     _set_condition(status, "Progressing", "True", "NewReplicaSetAvailable",
                    f'Rollout "{_meta(ro)["name"]}" has successfully progressed.')
     return status
+
+
+_STARTING = ("ContainerCreating", "PodInitializing")
+
+
+def _only_starting(pod: Obj) -> bool:
+    """A pod that is merely starting (not failing): Pending/ContainerCreating, no restarts, no error."""
+    status = pod.get("status") or {}
+    if _pod_ready(pod):
+        return False
+    statuses = status.get("containerStatuses") or []
+    if any(int(c.get("restartCount") or 0) for c in statuses):
+        return False
+    waiting = [((c.get("state") or {}).get("waiting") or {}).get("reason") for c in statuses]
+    return all(r in _STARTING for r in waiting) if waiting else status.get("phase") == "Pending"
+
+
+def _pod_ready(pod: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 def _ready_pod(rs: Obj) -> Obj:
