@@ -439,15 +439,16 @@ def test_viewer_reads_but_cannot_patch_rollout_status(h: Harness) -> None:
     assert h.last().user == "viewer"
 
 
-def test_operator_patches_rollouts_but_not_pods(h: Harness) -> None:
+def test_operator_writes_and_the_viewer_is_refused(h: Harness) -> None:
     make_rollout(h)
     operator = h.custom("sandbox")
     done = operator.patch_namespaced_custom_object_status(*ARGO, "prod", "rollouts", "api", {"status": {"abort": False}})
     assert done["status"] == {"abort": False}
+    assert h.core("sandbox").create_namespaced_pod("prod", pod("p")).metadata.name == "p"
     with pytest.raises(ApiException) as exc:
-        h.core("sandbox").create_namespaced_pod("prod", pod("p"))
+        h.core("sandbox-viewer").create_namespaced_pod("prod", pod("q"))
     assert status_of(exc)["message"] == (
-        'pods is forbidden: User "operator" cannot create resource "pods" in API group "" in the namespace "prod"')
+        'pods is forbidden: User "viewer" cannot create resource "pods" in API group "" in the namespace "prod"')
 
 
 # --------------------------------------------------------------------------- watch
@@ -585,8 +586,8 @@ def test_scale_subresource_reads_and_writes_replicas(h: Harness) -> None:
     stored = h.store.get("rollouts", "prod", "api")
     assert stored["spec"]["replicas"] == 1 and stored["metadata"]["generation"] == 2
     with pytest.raises(ApiException) as exc:
-        h.custom("sandbox").patch_namespaced_custom_object_scale(*ARGO, "prod", "rollouts", "api",
-                                                                 {"spec": {"replicas": 2}})
+        h.custom("sandbox-viewer").patch_namespaced_custom_object_scale(*ARGO, "prod", "rollouts", "api",
+                                                                        {"spec": {"replicas": 2}})
     assert exc.value.status == 403
 
 
@@ -594,7 +595,8 @@ def test_scale_subresource_reads_and_writes_replicas(h: Harness) -> None:
     ("sandbox", "patch", "rollouts", "status", True),
     ("sandbox-viewer", "patch", "rollouts", "status", False),
     ("sandbox-viewer", "list", "analysisruns", "", True),
-    ("sandbox", "delete", "pods", "", False),
+    ("sandbox", "delete", "pods", "", True),
+    ("sandbox-viewer", "delete", "pods", "", False),
 ])
 def test_self_subject_access_review(h: Harness, context: str, verb: str, resource: str, subresource: str,
                                     expected: bool) -> None:

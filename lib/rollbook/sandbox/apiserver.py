@@ -38,10 +38,12 @@ _log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 READ_VERBS = frozenset({"get", "list", "watch"})
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-# What each role may do beyond reading; "admin" is an extension for tests and loaders over HTTP.
+# What each role may do beyond reading. The operator (the kubeconfig's default context) writes
+# everything, as a sandbox cluster's default user does, so clients and kubectl can exercise every verb;
+# the viewer only reads, which is what the read-only runbook steps run as. "admin" is kept for tests.
 ROLE_WRITES: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
-    "operator": frozenset({"rollouts", "rollouts/status"}),
+    "operator": frozenset({"*"}),
     "admin": frozenset({"*"}),
 }
 PATCH_TYPES = {
