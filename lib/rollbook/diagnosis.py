@@ -239,6 +239,35 @@ def rollback_complete(view: RolloutView) -> tuple[bool, list[str]]:
     return not problems, problems
 
 
+STARTING_REASONS = ("ContainerCreating", "PodInitializing")
+
+
+def pod_starting(pod: PodInfo) -> bool:
+    """Not Ready only because it is still starting: no restarts, waiting only to be created (or Pending)."""
+    if pod.is_ready or pod.restarts:
+        return False
+    waiting = [c.reason for c in pod.containers if c.state == "waiting"]
+    if waiting:
+        return all(r in STARTING_REASONS for r in waiting)
+    return pod.phase == "Pending" and not any(c.state == "terminated" for c in pod.containers)
+
+
+def rollback_progressing(view: RolloutView) -> bool:
+    """Whether waiting can help: the canary still has pods to scale down, or stable pods are still starting.
+
+    Stable pods that fail (restarts, CrashLoopBackOff, ImagePullBackOff) will not fix themselves: no wait."""
+    canary, stable = view.canary_rs, view.stable_rs
+    if canary is not None and stable is not None and canary.uid != stable.uid and canary.available > 0:
+        return True
+    if stable is None:
+        return False
+    pods = stable.pods
+    failing = [p for p in pods if not p.is_ready and not pod_starting(p)]
+    if failing:
+        return False
+    return any(pod_starting(p) for p in pods) or stable.available < stable.desired
+
+
 def progressing_condition(view: RolloutView) -> dict[str, Any]:
     """The Rollout's Progressing condition (reason RolloutAborted after an abort)."""
     for cond in (view.raw.get("status") or {}).get("conditions") or []:

@@ -216,3 +216,29 @@ def test_stable_health_counts_new_restarts_and_missing_pods() -> None:
                                             ("reg:5000/web", None), ("web@sha256:abc", None), (None, None)])
 def test_image_tag(image: str | None, tag: str | None) -> None:
     assert dx.image_tag(image) == tag
+
+
+def crashlooping(hash_: str, name: str) -> dict[str, Any]:
+    p = pod(hash_, name, ready=False, restarts=4)
+    p["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "CrashLoopBackOff"}}
+    return p
+
+
+def starting(hash_: str, name: str) -> dict[str, Any]:
+    p = pod(hash_, name, ready=False)
+    p["status"]["phase"] = "Pending"
+    p["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    return p
+
+
+def test_waiting_helps_only_while_the_rollback_is_moving() -> None:
+    stable_rs = replicaset("s1", 6, available=1, replicas=2, release="web-1.0")
+
+    def view(*pods: dict[str, Any], canary: int = 0) -> Any:
+        canary_rs = replicaset("c1", 7, available=canary, replicas=canary, release="web-2.0")
+        return build_view(rollout(), [stable_rs, canary_rs], list(pods), [], [])
+
+    assert dx.rollback_progressing(view(pod("s1", "a"), starting("s1", "b"))) is True
+    assert dx.rollback_progressing(view(pod("s1", "a"), pod("s1", "b"), pod("c1", "c"), canary=1)) is True
+    assert dx.rollback_progressing(view(pod("s1", "a"), crashlooping("s1", "b"))) is False
+    assert dx.pod_starting(build_view(rollout(), [stable_rs], [starting("s1", "x")], [], []).stable_rs.pods[0])

@@ -28,9 +28,11 @@ def status_facts(view: RolloutView) -> dict[str, Any]:
 def wait_for_rollback(incident: Incident, view: RolloutView, timeout: float,
                       interval: float = 2.0) -> tuple[RolloutView, float | None, str | None]:
     """If an abort's rollback is still under way, wait (bounded) for it; returns (view, seconds, problem)."""
-    done, _ = dx.rollback_complete(view)
+    done, problems = dx.rollback_complete(view)
     if done or not view.aborted:
         return view, 0.0, None
+    if not dx.rollback_progressing(view):  # failing pods do not heal by waiting: say so now
+        return view, None, f"The rollback is not progressing ({'; '.join(problems)}); waiting would not help."
     started = time.monotonic()
 
     def progress(v: RolloutView, left: float) -> None:
@@ -39,11 +41,16 @@ def wait_for_rollback(incident: Incident, view: RolloutView, timeout: float,
 
     try:
         view = wait_for_rollout(incident.cluster, incident.namespace, incident.rollout,
-                                lambda v: dx.rollback_complete(v)[0], timeout=timeout, interval=interval,
+                                lambda v: dx.rollback_complete(v)[0] or not dx.rollback_progressing(v),
+                                timeout=timeout, interval=interval,
                                 what=f"the rollback of Rollout {incident.rollout!r}", progress=progress)
     except WaitTimeout as e:
         return incident.view(), None, str(e)
-    return view, round(time.monotonic() - started, 1), None
+    waited = round(time.monotonic() - started, 1)
+    complete, problems = dx.rollback_complete(view)
+    if not complete:
+        return view, waited, f"The rollback stopped progressing after {waited:g}s ({'; '.join(problems)})."
+    return view, waited, None
 
 
 def rollback_seconds(view: RolloutView) -> float | None:
@@ -91,7 +98,7 @@ def confirm(incident: Incident, view: RolloutView, waited: float | None, wait_pr
     if wait_problem:
         notes.append(wait_problem)
         return Outcome(1, "confirm-rollback-status", "fail",
-                       f"The rollback did not complete within the wait: {'; '.join(problems)}.",
+                       f"The rollback did not complete: {'; '.join(problems)}.",
                        facts, findings, notes)
     if waited:
         notes.append(f"Waited {waited:g}s for the rollback; the playbook expects under "
