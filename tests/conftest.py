@@ -52,9 +52,9 @@ def sandbox(request: pytest.FixtureRequest, sandbox_factory: Callable[..., Sandb
 
 @pytest.fixture
 def wait_until() -> Callable[..., Any]:
-    """``wait_until(fn, timeout=5.0)``: poll fn until truthy and return its value; fail the test on timeout."""
+    """``wait_until(fn, timeout=15.0)``: poll fn until truthy and return its value; fail the test on timeout."""
 
-    def wait(fn: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02, what: str = "") -> Any:
+    def wait(fn: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = fn()

@@ -125,14 +125,14 @@ def test_retry_after_attaching_the_evidence_promotes(sandbox: Sandbox, wait_unti
 
 def test_the_new_run_is_running_while_analysis_takes_time(sandbox_factory: Callable[..., Sandbox],
                                                           wait_until: Wait) -> None:
-    sb = sandbox_factory("evidence-gap", timings=Timings(analysis_seconds=0.6, idle_poll_seconds=0.05))
+    sb = sandbox_factory("evidence-gap", timings=Timings(analysis_seconds=2.0, idle_poll_seconds=0.05))
     set_abort(sb, "prod", "api", False)
     ro = wait_until(lambda: (r := rollout(sb, "prod", "api"))["status"].get("phase") == "Progressing" and r)
     assert ro["status"]["canary"]["currentStepAnalysisRunStatus"]["name"] == "api-6d4f8b7c9-7-2.1"
     assert run(sb, "prod", "api-6d4f8b7c9-7-2.1")["status"]["phase"] == "Running"
     assert replicas(sb, "prod", "api-6d4f8b7c9") == 1   # setWeight 20 of 4 replicas, rounded up
     assert not [r for r in sb.mc.requests if "evidence-status" in r.path]
-    wait_until(lambda: finished(sb, "prod", "api-6d4f8b7c9-7-2.1"), timeout=5)
+    wait_until(lambda: finished(sb, "prod", "api-6d4f8b7c9-7-2.1"), timeout=15)
 
 
 @pytest.mark.scenario("slo-regression")
