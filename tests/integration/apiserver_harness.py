@@ -65,6 +65,7 @@ def running_apiserver(directory: Path, *, history: int = 1000) -> Iterator[Harne
     tokens = {role: secrets.token_urlsafe(16) for role in ("operator", "viewer", "admin")}
     cert = make_server_cert(directory / "tls")
     store = Store(history=history)
+    store.create("namespaces", None, {"metadata": {"name": "prod"}})  # like a cluster: the namespace exists
     users = {token: User(role, role) for role, token in tokens.items()}
     server = ApiServer(store, users=users, certfile=str(cert.certfile), keyfile=str(cert.keyfile))
     url = server.start()

@@ -65,9 +65,11 @@ def test_discovery_documents(h: Harness) -> None:
     assert client.CoreApi(api).get_api_versions().versions == ["v1"]
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(api).get_api_versions().groups}
     assert groups == {"apps": "apps/v1", "argoproj.io": "argoproj.io/v1alpha1",
-                      "authorization.k8s.io": "authorization.k8s.io/v1"}
+                      "authorization.k8s.io": "authorization.k8s.io/v1",
+                      "authentication.k8s.io": "authentication.k8s.io/v1"}
     core = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}
-    assert {"pods", "pods/status", "pods/log", "events", "namespaces"} <= set(core)
+    assert {"pods", "pods/status", "pods/log", "events", "namespaces", "services", "configmaps", "secrets",
+            "serviceaccounts", "endpoints"} <= set(core)
     assert core["pods/log"].verbs == ["get"] and not core["namespaces"].namespaced
     argo = {r.name: r for r in client.CustomObjectsApi(api).get_api_resources(*ARGO).resources}
     assert argo["rollouts"].short_names == ["ro"] and argo["analysisruns"].short_names == ["ar"]
@@ -131,8 +133,12 @@ def test_create_existing_name_is_409_already_exists(h: Harness) -> None:
         "AlreadyExists", 'rollouts.argoproj.io "api" already exists')
 
 
-def test_create_implicitly_creates_namespace_and_rejects_bad_names(h: Harness) -> None:
+def test_create_needs_the_namespace_and_rejects_bad_names(h: Harness) -> None:
     core = h.core()
+    with pytest.raises(ApiException) as missing:
+        core.create_namespaced_pod("fresh", pod("p"))
+    assert missing.value.status == 404 and status_of(missing)["message"] == 'namespaces "fresh" not found'
+    core.create_namespace({"metadata": {"name": "fresh"}})
     core.create_namespaced_pod("fresh", pod("p"))
     assert core.read_namespace("fresh").status.phase == "Active"
     with pytest.raises(ApiException) as exc:
@@ -150,6 +156,7 @@ def test_generate_name(h: Harness) -> None:
 
 def test_delete_namespace_deletes_its_objects(h: Harness) -> None:
     core = h.core()
+    core.create_namespace({"metadata": {"name": "gone"}})
     core.create_namespaced_pod("gone", pod("p"))
     make_rollout(h, ns="gone")
     make_rollout(h, ns="kept")
@@ -198,6 +205,7 @@ def test_malformed_label_selector_is_400(h: Harness) -> None:
 
 def test_field_selectors(h: Harness) -> None:
     core = h.core()
+    core.create_namespace({"metadata": {"name": "dev"}})
     for ns, name in (("prod", "p1"), ("prod", "p2"), ("dev", "p1")):
         core.create_namespaced_pod(ns, pod(name))
     h.store.set_status("pods", "prod", "p2", {"phase": "Running"})
@@ -269,6 +277,7 @@ def test_cluster_wide_lists_and_list_envelope(h: Harness) -> None:
 
 def test_resource_version_is_global_and_not_bumped_by_noop(h: Harness) -> None:
     custom = h.custom()
+    h.core().create_namespace({"metadata": {"name": "dev"}})
     a = custom.create_namespaced_custom_object(*ARGO, "prod", "rollouts", rollout("a"))
     b = custom.create_namespaced_custom_object(*ARGO, "dev", "rollouts", rollout("b"))
     assert int(b["metadata"]["resourceVersion"]) > int(a["metadata"]["resourceVersion"])
@@ -571,7 +580,7 @@ def test_listeners_hear_real_writes_only(h: Harness) -> None:
     h.custom().patch_namespaced_custom_object(*ARGO, "prod", "rollouts", "api", {"spec": {"replicas": 1}},
                                               dry_run="All")
     h.custom().delete_namespaced_custom_object(*ARGO, "prod", "rollouts", "api")
-    assert heard == [("ADDED", "namespaces", "prod"), ("ADDED", "rollouts", "api"), ("DELETED", "rollouts", "api")]
+    assert heard == [("ADDED", "rollouts", "api"), ("DELETED", "rollouts", "api")]
 
 
 def test_scale_subresource_reads_and_writes_replicas(h: Harness) -> None:

@@ -165,6 +165,9 @@ spec:
 
 
 def test_apply_creates_then_updates_custom_resource(h: Harness) -> None:
+    missing = kubectl(h, "apply", "-n", "nowhere", "-f", "-", check=False,
+                      stdin=ROLLOUT_YAML.replace("REPLICAS", "2").replace("namespace: prod", "namespace: nowhere"))
+    assert missing.returncode == 1 and 'namespaces "nowhere" not found' in missing.stderr  # as on a real cluster
     created = kubectl(h, "apply", "-f", "-", stdin=ROLLOUT_YAML.replace("REPLICAS", "2"))
     assert created.stdout.strip() == "rollout.argoproj.io/web created"
     updated = kubectl(h, "apply", "-f", "-", stdin=ROLLOUT_YAML.replace("REPLICAS", "5"))
@@ -249,3 +252,63 @@ def test_get_pages_with_chunk_size(h: Harness) -> None:
     pages = [r for r in h.server.requests if r.path == "/api/v1/namespaces/prod/pods"]
     assert [r.query["limit"] for r in pages] == ["1", "1", "1"]
     assert all("continue" in r.query for r in pages[1:])
+
+
+# --------------------------------------------------------------------------- kubectl's typed (protobuf) creates
+
+
+def test_create_namespace_configmap_secret_and_service_account_sent_as_protobuf(h: Harness) -> None:
+    assert kubectl(h, "create", "namespace", "scratch").stdout.strip() == "namespace/scratch created"
+    assert "protobuf" in h.last("POST").content_type  # kubectl's typed clients do not send JSON here
+    kubectl(h, "create", "configmap", "settings", "-n", "scratch", "--from-literal=mode=fast",
+            "--from-literal=level=3")
+    kubectl(h, "create", "secret", "generic", "creds", "-n", "scratch", "--from-literal=password=s3cr3t")
+    kubectl(h, "create", "serviceaccount", "bot", "-n", "scratch")
+    cm = h.store.get("configmaps", "scratch", "settings")
+    assert cm["data"] == {"mode": "fast", "level": "3"} and cm["metadata"]["namespace"] == "scratch"
+    secret = h.store.get("secrets", "scratch", "creds")
+    assert secret["type"] == "Opaque" and secret["data"] == {"password": "czNjcjN0"}  # base64 of s3cr3t
+    table = [r[:-1] for r in rows(kubectl(h, "get", "cm,secret,sa", "-n", "scratch").stdout) if r]  # AGE aside
+    assert table == [["NAME", "DATA"], ["configmap/settings", "2"],
+                     ["NAME", "TYPE", "DATA"], ["secret/creds", "Opaque", "1"],
+                     ["NAME", "SECRETS"], ["serviceaccount/bot", "0"]]
+    decoded = kubectl(h, "get", "secret", "creds", "-n", "scratch", "-o", "jsonpath={.data.password}").stdout
+    assert decoded == "czNjcjN0"
+
+
+def test_create_service_and_deployment_sent_as_protobuf_get_the_server_defaults(h: Harness) -> None:
+    kubectl(h, "create", "service", "clusterip", "web", "--tcp=80:8080", "-n", "prod")
+    svc = h.store.get("services", "prod", "web")
+    assert svc["spec"]["ports"] == [{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]
+    assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["clusterIP"].startswith("10.")
+    assert svc["spec"]["selector"] == {"app": "web"}
+    table = rows(kubectl(h, "get", "svc", "-n", "prod", "-o", "wide").stdout)
+    assert table[0] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "SELECTOR"]
+    assert table[1][:5] == ["web", "ClusterIP", svc["spec"]["clusterIP"], "<none>", "80/TCP"]
+    assert table[1][6] == "app=web"
+    kubectl(h, "create", "deployment", "web", "--image=registry/web:1.2", "--replicas=0", "-n", "prod")
+    spec = h.store.get("deployments", "prod", "web")["spec"]
+    assert spec["replicas"] == 0  # a pointer field: an explicit zero survives the protobuf decoding
+    assert spec["template"]["spec"]["containers"] == [{"name": "web", "image": "registry/web:1.2", "resources": {}}]
+    assert spec["strategy"]["type"] == "RollingUpdate" and spec["revisionHistoryLimit"] == 10
+
+
+def test_create_in_a_missing_namespace_is_not_found(h: Harness) -> None:
+    proc = kubectl(h, "create", "configmap", "x", "-n", "nowhere", "--from-literal=a=b", check=False)
+    assert proc.returncode == 1 and 'namespaces "nowhere" not found' in proc.stderr
+    assert not h.store.list("configmaps", "nowhere")[0]
+
+
+def test_auth_whoami_names_the_token_user(h: Harness) -> None:
+    for context, user in (("sandbox", "operator"), ("sandbox-viewer", "viewer")):
+        review = json.loads(kubectl(h, "auth", "whoami", "-o", "json", context=context).stdout)
+        assert review["kind"] == "SelfSubjectReview" and review["status"]["userInfo"]["username"] == user
+
+
+def test_explain_walks_the_rollout_schema(h: Harness) -> None:
+    out = kubectl(h, "explain", "rollout.spec.strategy.canary.steps").stdout
+    assert "KIND:       Rollout" in out and "setWeight\t<integer>" in out and "analysis\t<Object>" in out
+    abort = kubectl(h, "explain", "ro.status.abort").stdout
+    assert "FIELD: abort <boolean>" in abort
+    missing = kubectl(h, "explain", "rollout.spec.nosuchfield", check=False)
+    assert missing.returncode == 1 and "nosuchfield" in missing.stderr

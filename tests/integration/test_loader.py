@@ -318,7 +318,7 @@ def test_a_hand_written_folder(tmp_path: Path) -> None:
 
 
 def test_a_kind_the_sandbox_does_not_serve_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "svc.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: api}\n")
+    (tmp_path / "sts.yaml").write_text("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: api}\n")
     with pytest.raises(ScenarioError) as e:
         load_scenario(Store(), tmp_path)
-    assert "Service" in str(e.value) and "svc.yaml" in str(e.value)
+    assert "StatefulSet" in str(e.value) and "sts.yaml" in str(e.value)

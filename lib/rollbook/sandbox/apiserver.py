@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from rollbook.sandbox import openapi, tables
+from rollbook.sandbox import openapi, protobuf, tables
 from rollbook.sandbox.store import (
     RESOURCES,
     Resource,
@@ -53,6 +53,7 @@ PATCH_TYPES = {
     "application/apply-patch+yaml": "apply",
 }
 ACCESS_REVIEW_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+SELF_REVIEW_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 _NOT_FOUND = StoreError(404, "NotFound", "the server could not find the requested resource")
 
 
@@ -376,6 +377,9 @@ class _Dispatch:
         if self.h.command == "POST" and self.path.rstrip("/") == ACCESS_REVIEW_PATH:
             self._access_review()
             return
+        if self.h.command == "POST" and self.path.rstrip("/") == SELF_REVIEW_PATH:
+            self._self_review()
+            return
         segments = [unquote(s) for s in self.path.strip("/").split("/") if s]
         route = parse_route(segments)
         verb = verb_of(self.h.command, route, self.query)
@@ -428,11 +432,8 @@ class _Dispatch:
     def _access_review(self) -> None:
         """``kubectl auth can-i``: a SelfSubjectAccessReview answered from the sandbox RBAC."""
         assert self.user is not None
-        if "protobuf" in self.h.headers.get("Content-Type", ""):  # kubectl auth can-i sends protobuf
-            spec = access_review_spec_from_protobuf(self.body)
-        else:
-            review = self._object_body()
-            spec = (review.get("spec") or {}) if isinstance(review, dict) else {}
+        review = self._object_body()  # kubectl auth can-i sends protobuf
+        spec = (review.get("spec") or {}) if isinstance(review, dict) else {}
         attrs = spec.get("resourceAttributes")
         if attrs is None:  # non-resource URLs (discovery, /version) are readable by everyone
             verdict = str((spec.get("nonResourceAttributes") or {}).get("verb", "")) in READ_VERBS
@@ -443,6 +444,14 @@ class _Dispatch:
         status: JSON = {"allowed": verdict}  # no reason on a denial, like upstream RBAC (kubectl prints "no")
         self.h.send_json(201, {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
                                "metadata": {}, "spec": spec, "status": status})
+
+    def _self_review(self) -> None:
+        """``kubectl auth whoami``: the SelfSubjectReview of the token's user."""
+        assert self.user is not None
+        groups = [f"sandbox:{self.user.role}s", "system:authenticated"]
+        self.h.send_json(201, {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                               "metadata": {"creationTimestamp": None},
+                               "status": {"userInfo": {"username": self.user.name, "groups": groups}}})
 
     # ------------------------------------------------------------------ helpers
 
@@ -462,10 +471,14 @@ class _Dispatch:
     def _object_body(self) -> JSON:
         """The request body as an object (JSON, or YAML when sent as YAML)."""
         ctype = self.h.headers.get("Content-Type", "application/json").split(";")[0].strip()
-        if "protobuf" in ctype:  # clients fall back to JSON on a 415, as against a JSON-only aggregated API
-            raise StoreError(415, "UnsupportedMediaType",
-                             'the body of the request was in an unknown format - accepted media types include: '
-                             'application/json, application/yaml')
+        if "protobuf" in ctype:  # kubectl's typed clients (create namespace|configmap|secret, auth can-i)
+            try:
+                return protobuf.decode(self.body)
+            except protobuf.ProtobufError as e:
+                raise StoreError(415, "UnsupportedMediaType",
+                                 f'the body of the request was in an unknown format ({e}) - accepted media types '
+                                 'include: application/json, application/yaml, '
+                                 'application/vnd.kubernetes.protobuf') from e
         try:
             data = yaml.safe_load(self.body) if "yaml" in ctype else json.loads(self.body or b"null")
         except (ValueError, yaml.YAMLError) as e:
@@ -573,7 +586,8 @@ class _Dispatch:
         body = self._object_body()
         if not isinstance(body, dict):
             raise bad_request("the body of a create must be a JSON object")
-        obj = self.api.store.create(route.res.plural, route.namespace, body, dry_run=self.dry_run)
+        obj = self.api.store.create(route.res.plural, route.namespace, body, dry_run=self.dry_run,
+                                    implicit_namespace=False)
         self.h.send_json(201, obj)
 
     def _update(self, route: Route) -> None:
@@ -622,7 +636,8 @@ class _Dispatch:
         except StoreError as e:
             if e.code != 404 or route.sub:
                 raise
-            self.h.send_json(201, store.create(res.plural, route.namespace, body, dry_run=self.dry_run))
+            self.h.send_json(201, store.create(res.plural, route.namespace, body, dry_run=self.dry_run,
+                                               implicit_namespace=False))
             return
         kind = "strategic" if res.builtin else "merge"
         obj = store.patch(res.plural, route.namespace, route.name, body, kind, subresource=route.sub,
@@ -651,7 +666,7 @@ class _Dispatch:
         propagation = self.query.get("propagationPolicy") or options.get("propagationPolicy") or "Background"
         obj = self.api.store.delete(route.res.plural, route.namespace, route.name, dry_run=dry,
                                     preconditions=options.get("preconditions"), propagation=str(propagation))
-        if route.res.plural == "pods" or not route.res.builtin:
+        if route.res.plural in ("pods", "namespaces") or not route.res.builtin:
             self.h.send_json(200, obj)
             return
         details = {"name": route.name, "group": route.res.group, "kind": route.res.plural,
@@ -674,61 +689,6 @@ class _Dispatch:
                     raise
         self.h.send_json(200, {"kind": f"{res.kind}List", "apiVersion": res.api_version,
                                "metadata": {"resourceVersion": store.resource_version}, "items": deleted})
-
-
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    """A protobuf varint at ``i``: (value, next index)."""
-    value = shift = 0
-    while True:
-        byte = data[i]
-        value |= (byte & 0x7F) << shift
-        i, shift = i + 1, shift + 7
-        if not byte & 0x80:
-            return value, i
-
-
-def _proto_fields(data: bytes) -> dict[int, list[Any]]:
-    """The fields of one protobuf message (varints as int, length-delimited as bytes)."""
-    fields: dict[int, list[Any]] = {}
-    i = 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        wire: Any
-        if key & 7 == 0:
-            wire, i = _varint(data, i)
-        elif key & 7 == 2:
-            size, i = _varint(data, i)
-            wire, i = data[i:i + size], i + size
-        else:
-            size = 8 if key & 7 == 1 else 4
-            wire, i = data[i:i + size], i + size
-        fields.setdefault(key >> 3, []).append(wire)
-    return fields
-
-
-_RESOURCE_ATTRS = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource", 6: "subresource", 7: "name"}
-
-
-def access_review_spec_from_protobuf(body: bytes) -> JSON:
-    """The spec of a protobuf SelfSubjectAccessReview (``k8s\\0`` envelope).
-
-    Hand-written: this is the only protobuf request kubectl sends us, and the protobuf runtime plus
-    generated Kubernetes types would be a large dependency for five string fields.
-    """
-    try:
-        if not body.startswith(b"k8s\x00"):
-            raise ValueError("missing the k8s protobuf envelope")
-        review = _proto_fields(_proto_fields(body[4:])[2][0])
-        spec = _proto_fields(review.get(2, [b""])[0])
-        if 1 in spec:
-            attrs = _proto_fields(spec[1][0])
-            return {"resourceAttributes": {_RESOURCE_ATTRS[k]: v[0].decode() for k, v in attrs.items()
-                                           if k in _RESOURCE_ATTRS}}
-        attrs = _proto_fields(spec.get(2, [b""])[0])
-        names = {1: "path", 2: "verb"}
-        return {"nonResourceAttributes": {names[k]: v[0].decode() for k, v in attrs.items() if k in names}}
-    except (ValueError, IndexError, KeyError, UnicodeDecodeError) as e:
-        raise bad_request(f"the SelfSubjectAccessReview could not be decoded from protobuf: {e}") from e
 
 
 def scale_of(res: Resource, obj: JSON) -> JSON:

@@ -29,6 +29,11 @@ HASH_LABEL = "rollouts-pod-template-hash"
 # kind -> (plural, creation order). Order: what owners must exist before what they own.
 KINDS: dict[str, tuple[str, int]] = {
     "Namespace": ("namespaces", 0),
+    "ServiceAccount": ("serviceaccounts", 1),
+    "ConfigMap": ("configmaps", 1),
+    "Secret": ("secrets", 1),
+    "Service": ("services", 1),
+    "Endpoints": ("endpoints", 1),
     "AnalysisTemplate": ("analysistemplates", 1),
     "Deployment": ("deployments", 2),
     "Rollout": ("rollouts", 3),
@@ -58,6 +63,10 @@ class StoreLike(Protocol):
 
     def create(self, plural: str, namespace: str | None, obj: Obj, *, dry_run: bool = False,
                system: bool = False) -> Obj: ...
+
+    def get(self, plural: str, namespace: str | None, name: str) -> Obj: ...
+
+    def patch(self, plural: str, namespace: str | None, name: str, body: Any, patch_type: str) -> Obj: ...
 
     def set_status(self, plural: str, namespace: str | None, name: str, status: Obj) -> Obj: ...
 
@@ -326,11 +335,27 @@ def _create_all(store: StoreLike, objs: list[Obj]) -> tuple[list[Obj], list[str]
     return created, skipped
 
 
+def _exists(store: StoreLike, namespace: str) -> bool:
+    """Whether the store already holds this namespace."""
+    try:
+        store.get("namespaces", None, namespace)
+    except StoreError as e:
+        if e.code == 404:
+            return False
+        raise
+    return True
+
+
 def _create_one(store: StoreLike, obj: Obj) -> None:
     """Create one object, its status and (for pods) its log text."""
     plural = KINDS[obj["kind"]][0]
     log = (obj["metadata"].get("annotations") or {}).pop(LOG_ANNOTATION, None)
     ns = None if obj["kind"] == "Namespace" else obj["metadata"]["namespace"]
+    if obj["kind"] == "Namespace" and _exists(store, obj["metadata"]["name"]):
+        # The cluster already has it (a sandbox made with its namespace): take the scenario's labels.
+        meta = {k: obj["metadata"][k] for k in ("labels", "annotations") if obj["metadata"].get(k)}
+        store.patch("namespaces", None, obj["metadata"]["name"], {"metadata": meta}, "merge")
+        return
     result = store.create(plural, ns, obj, system=True)
     if obj.get("status") and result.get("status") != obj["status"]:
         store.set_status(plural, ns, obj["metadata"]["name"], obj["status"])

@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+from rollbook.sandbox import schemas
 from rollbook.sandbox.store import RESOURCES, Resource
 
 JSON = dict[str, Any]
@@ -27,7 +28,12 @@ ACCESS_REVIEW = {
     "name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview", "namespaced": False,
     "kind": "SelfSubjectAccessReview", "verbs": ["create"],
 }
-EXTRA_RESOURCES: dict[tuple[str, str], list[JSON]] = {("authorization.k8s.io", "v1"): [ACCESS_REVIEW]}
+SELF_REVIEW = {
+    "name": "selfsubjectreviews", "singularName": "selfsubjectreview", "namespaced": False,
+    "kind": "SelfSubjectReview", "verbs": ["create"],
+}
+EXTRA_RESOURCES: dict[tuple[str, str], list[JSON]] = {("authorization.k8s.io", "v1"): [ACCESS_REVIEW],
+                                                      ("authentication.k8s.io", "v1"): [SELF_REVIEW]}
 
 
 def group_versions(*, with_extra: bool = True) -> list[tuple[str, str]]:
@@ -158,12 +164,14 @@ def _item_paths(res: Resource) -> dict[str, JSON]:
 
 
 def openapi_document(path: str) -> JSON | None:
-    """``GET /openapi/v3/{path}`` stub, or None when the group version is not served."""
+    """``GET /openapi/v3/{path}`` (paths kubectl inspects, schemas for explain), or None when the group version is not served."""
     for g, v in group_versions(with_extra=False):
         if _gv_path(g, v) == path.strip("/"):
             paths: JSON = {}
+            kinds: JSON = {}
             for res in (r for r in RESOURCES.values() if (r.group, r.version) == (g, v)):
                 paths.update(_item_paths(res))
+                kinds[schemas.schema_name(res)] = schemas.kind_schema(res)
             info = {"title": "Kubernetes (rollbook sandbox)", "version": "v1.32.0"}
-            return {"openapi": "3.0.0", "info": info, "paths": paths, "components": {"schemas": {}}}
+            return {"openapi": "3.0.0", "info": info, "paths": paths, "components": {"schemas": kinds}}
     return None

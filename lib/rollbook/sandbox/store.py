@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import hashlib
 import json
 import logging
 import re
@@ -75,6 +76,11 @@ RESOURCES: dict[str, Resource] = {
         Resource("pods", "", "v1", "Pod", short_names=("po",), categories=("all",)),
         Resource("events", "", "v1", "Event", has_status=False, short_names=("ev",)),
         Resource("namespaces", "", "v1", "Namespace", namespaced=False, short_names=("ns",)),
+        Resource("services", "", "v1", "Service", short_names=("svc",), categories=("all",)),
+        Resource("endpoints", "", "v1", "Endpoints", has_status=False, short_names=("ep",)),
+        Resource("configmaps", "", "v1", "ConfigMap", has_status=False, short_names=("cm",)),
+        Resource("secrets", "", "v1", "Secret", has_status=False),
+        Resource("serviceaccounts", "", "v1", "ServiceAccount", has_status=False, short_names=("sa",)),
         Resource("replicasets", "apps", "v1", "ReplicaSet", short_names=("rs",), categories=("all",),
                  has_scale=True),
         Resource("deployments", "apps", "v1", "Deployment", short_names=("deploy",), categories=("all",),
@@ -491,7 +497,7 @@ def _comparable(obj: JSON) -> JSON:
 
 _INITIAL_STATUS: dict[str, JSON] = {
     "pods": {"phase": "Pending"}, "namespaces": {"phase": "Active"}, "replicasets": {"replicas": 0},
-    "deployments": {},
+    "deployments": {}, "services": {"loadBalancer": {}},
 }
 
 
@@ -606,8 +612,13 @@ class Store:
 
     def create(
         self, plural: str, namespace: str | None, obj: JSON, *, dry_run: bool = False, system: bool = False,
+        implicit_namespace: bool = True,
     ) -> JSON:
-        """Create an object; ``system=True`` (loader only) keeps the given uid, timestamp, generation, status."""
+        """Create an object; ``system=True`` (loader only) keeps the given uid, timestamp, generation, status.
+
+        A missing namespace is created on the fly for in-process callers (scenario loading, tests); the API
+        server passes ``implicit_namespace=False`` and gets the real server's 404 instead.
+        """
         res = resource(plural)
         new = self._prepare_create(res, namespace, _jsonable(obj), system)
         name, ns = new["metadata"]["name"], new["metadata"].get("namespace")
@@ -615,6 +626,8 @@ class Store:
         with self._lock:
             if (plural, ns or "", name) in self._objects:
                 raise already_exists(res, name)
+            if ns and ("namespaces", "", ns) not in self._objects and not implicit_namespace:
+                raise not_found(RESOURCES["namespaces"], ns)
             if dry_run:
                 return copy.deepcopy(new)
             if ns and ("namespaces", "", ns) not in self._objects:
@@ -761,9 +774,9 @@ class Store:
             meta["uid"] = str(uuid.uuid4())
         if not system or not meta.get("creationTimestamp"):
             meta["creationTimestamp"] = now_rfc3339()
-        if res.plural not in ("events", "namespaces") and not (system and meta.get("generation")):
+        if res.plural not in _NO_GENERATION and not (system and meta.get("generation")):
             meta["generation"] = 1
-        new = {"apiVersion": res.api_version, "kind": res.kind, **obj, "metadata": meta}
+        new = _defaulted(res, {"apiVersion": res.api_version, "kind": res.kind, **obj, "metadata": meta})
         if res.has_status and not (system and "status" in obj):
             new.pop("status", None)
             if res.plural in _INITIAL_STATUS:
@@ -896,6 +909,52 @@ def _implicit_namespace(name: str) -> JSON:
     }
 
 
+# Kinds the real server keeps no metadata.generation for (no spec, or not tracked).
+_NO_GENERATION = ("events", "namespaces", "configmaps", "secrets", "endpoints", "serviceaccounts", "services")
+
+
+def _defaulted(res: Resource, obj: JSON, old: JSON | None = None) -> JSON:
+    """The defaults and conversions the real API server applies on every write of some core kinds."""
+    if res.plural == "secrets":
+        obj.setdefault("type", "Opaque")
+        if old is not None and obj["type"] != old.get("type", "Opaque"):
+            raise invalid(res, obj["metadata"]["name"], "type", f'"{obj["type"]}": field is immutable')
+        string_data = obj.pop("stringData", None) or {}
+        if string_data:  # write-only: merged into data as base64, never stored or returned
+            obj["data"] = {**(obj.get("data") or {}),
+                           **{k: base64.b64encode(str(v).encode()).decode() for k, v in string_data.items()}}
+    elif res.plural == "deployments" and isinstance(obj.get("spec"), dict):
+        spec = obj["spec"]
+        spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+        strategy = spec.setdefault("strategy", {})
+        if isinstance(strategy, dict) and strategy.setdefault("type", "RollingUpdate") == "RollingUpdate":
+            strategy.setdefault("rollingUpdate", {"maxSurge": "25%", "maxUnavailable": "25%"})
+    elif res.plural == "services":
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        if spec["type"] != "ExternalName":
+            kept = ((old or {}).get("spec") or {}).get("clusterIP")
+            spec.setdefault("clusterIP", kept or _cluster_ip(obj["metadata"]))
+            spec.setdefault("clusterIPs", [spec["clusterIP"]] if spec["clusterIP"] != "None" else ["None"])
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+            spec.setdefault("internalTrafficPolicy", "Cluster")
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+                port.setdefault("targetPort", port.get("port"))
+    return obj
+
+
+def _cluster_ip(meta: JSON) -> str:
+    """A stable ClusterIP in 10.96.0.0/12 derived from the namespace and name (no allocator needed)."""
+    digest = hashlib.sha256(f"{meta.get('namespace')}/{meta.get('name')}".encode()).digest()
+    return f"10.{96 + digest[0] % 16}.{digest[1]}.{digest[2] % 254 + 1}"
+
+
 def _merge_update(res: Resource, old: JSON, candidate: JSON, subresource: str | None) -> JSON:
     """The stored result of a write: status rules, immutable metadata, generation."""
     if not isinstance(candidate, dict):
@@ -915,6 +974,7 @@ def _merge_update(res: Resource, old: JSON, candidate: JSON, subresource: str | 
         if key in old["metadata"]:
             meta[key] = old["metadata"][key]
     new["metadata"] = meta
+    new = _defaulted(res, new, old)
     if res.has_status:
         new.pop("status", None)
         new.update({"status": old["status"]} if "status" in old else {})

@@ -161,6 +161,47 @@ def _phase_row(obj: JSON) -> Row:
     return [_get(obj, "metadata.name"), _get(obj, "status.phase"), _created(obj)]
 
 
+def _configmap_row(cm: JSON) -> Row:
+    """NAME DATA AGE."""
+    return [_get(cm, "metadata.name"), len(cm.get("data") or {}) + len(cm.get("binaryData") or {}), _created(cm)]
+
+
+def _secret_row(secret: JSON) -> Row:
+    """NAME TYPE DATA AGE."""
+    return [_get(secret, "metadata.name"), secret.get("type") or "Opaque", len(secret.get("data") or {}),
+            _created(secret)]
+
+
+def _service_row(svc: JSON) -> Row:
+    """NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE SELECTOR."""
+    kind = _get(svc, "spec.type") or "ClusterIP"
+    ports = [f"{p.get('port')}:{p['nodePort']}/{p.get('protocol', 'TCP')}" if p.get("nodePort")
+             else f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in _get(svc, "spec.ports") or []]
+    ingress = [i.get("ip") or i.get("hostname") for i in _get(svc, "status.loadBalancer.ingress") or []]
+    external = ",".join(ingress + list(_get(svc, "spec.externalIPs") or []))
+    if kind == "ExternalName":
+        external = _get(svc, "spec.externalName") or "<none>"
+    elif not external:
+        external = "<pending>" if kind == "LoadBalancer" else "<none>"
+    selector = _get(svc, "spec.selector") or {}
+    return [_get(svc, "metadata.name"), kind, _get(svc, "spec.clusterIP") or "<none>", external,
+            ",".join(ports) or "<none>", _created(svc),
+            ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"]
+
+
+def _endpoints_row(ep: JSON) -> Row:
+    """NAME ENDPOINTS AGE (the first three addresses, then "+ N more...")."""
+    pairs = [f"{a.get('ip')}:{p.get('port')}" for sub in ep.get("subsets") or []
+             for a in sub.get("addresses") or [] for p in (sub.get("ports") or [{}])]
+    shown = ",".join(pairs[:3]) + (f" + {len(pairs) - 3} more..." if len(pairs) > 3 else "")
+    return [_get(ep, "metadata.name"), shown or "<none>", _created(ep)]
+
+
+def _serviceaccount_row(sa: JSON) -> Row:
+    """NAME SECRETS AGE."""
+    return [_get(sa, "metadata.name"), len(sa.get("secrets") or []), _created(sa)]
+
+
 def _generic_row(obj: JSON) -> Row:
     """NAME AGE."""
     return [_get(obj, "metadata.name"), _created(obj)]
@@ -188,6 +229,12 @@ _LAYOUTS: dict[str, tuple[list[JSON], Callable[[JSON], Row]]] = {
     "analysisruns": ([_NAME, _col("Status"), _AGE], _phase_row),
     "experiments": ([_NAME, _col("Status"), _AGE], _phase_row),
     "namespaces": ([_NAME, _col("Status"), _AGE], _phase_row),
+    "configmaps": ([_NAME, _col("Data", "integer"), _AGE], _configmap_row),
+    "secrets": ([_NAME, _col("Type"), _col("Data", "integer"), _AGE], _secret_row),
+    "services": ([_NAME, _col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"), _AGE,
+                  _col("Selector", priority=1)], _service_row),
+    "endpoints": ([_NAME, _col("Endpoints"), _AGE], _endpoints_row),
+    "serviceaccounts": ([_NAME, _col("Secrets", "integer"), _AGE], _serviceaccount_row),
 }
 
 
