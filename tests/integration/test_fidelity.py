@@ -196,7 +196,8 @@ def test_get_by_every_resource_spelling(kc: Kubectl) -> None:
 def test_output_jsonpath_with_filter_and_custom_columns(kc: Kubectl) -> None:
     jp = '{.status.phase}/{.status.conditions[?(@.type=="Progressing")].reason}'
     assert kc("get", "ro", "api", "-n", NS, "-o", f"jsonpath={jp}").stdout == "Degraded/RolloutAborted"
-    out = kc("get", "ro", "-n", NS, "-o", "custom-columns=NAME:.metadata.name,PHASE:.status.phase,STABLE:.status.stableRS")
+    columns = "custom-columns=NAME:.metadata.name,PHASE:.status.phase,STABLE:.status.stableRS"
+    out = kc("get", "ro", "-n", NS, "-o", columns)
     assert table(out.stdout) == [["NAME", "PHASE", "STABLE"], ["api", "Degraded", "7c9f5d6b84"]]
 
 
@@ -230,8 +231,8 @@ def test_label_selectors_full_grammar(kc: Kubectl) -> None:
 
 
 def test_field_selectors_supported_and_unsupported(kc: Kubectl) -> None:
-    out = kc("get", "pods", "-n", NS, "--field-selector", "status.phase=Running,spec.nodeName=worker-1.cluster.internal",
-             "-o", "name")
+    out = kc("get", "pods", "-n", NS, "-o", "name",
+             "--field-selector", "status.phase=Running,spec.nodeName=worker-1.cluster.internal")
     assert f"pod/{STABLE_POD}" in out.stdout.split()
     assert kc("get", "pods", "-n", NS, "--field-selector", "status.phase!=Running", "-o", "name").stdout == ""
     bad = kc("get", "pods", "-n", NS, "--field-selector", "spec.foo=bar")
@@ -243,7 +244,8 @@ def test_not_found_and_unknown_resource_type_messages(kc: Kubectl) -> None:
     assert (missing.returncode, missing.stderr.strip()) == (
         1, 'Error from server (NotFound): rollouts.argoproj.io "nope" not found')
     unknown = kc("get", "widgets")
-    assert (unknown.returncode, unknown.stderr.strip()) == (1, 'error: the server doesn\'t have a resource type "widgets"')
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        1, 'error: the server doesn\'t have a resource type "widgets"')
     empty_ns = kc("get", "ro", "-n", "no-such-namespace")
     assert (empty_ns.returncode, empty_ns.stderr.strip()) == (0, "No resources found in no-such-namespace namespace.")
 
@@ -320,7 +322,8 @@ def test_auth_can_i_operator_and_viewer(kc: Kubectl) -> None:
     assert kc("auth", "can-i", "patch", "rollouts/status", "-n", NS).stdout.strip() == "yes"
     denied = kc("auth", "can-i", "patch", "rollouts", "-n", NS, context="sandbox-viewer")
     assert (denied.returncode, denied.stdout.strip()) == (1, "no")
-    assert kc("auth", "can-i", "get", "pods", "--subresource=log", "-n", NS, context="sandbox-viewer").stdout.strip() == "yes"
+    logs = kc("auth", "can-i", "get", "pods", "--subresource=log", "-n", NS, context="sandbox-viewer")
+    assert logs.stdout.strip() == "yes"
 
 
 @pytest.mark.xfail(strict=True, reason="selfsubjectrulesreviews is not served (404): openapi.EXTRA_RESOURCES and "
@@ -426,7 +429,8 @@ def test_create_then_duplicate_is_already_exists(fkc: Kubectl, tmp_path: Path) -
     assert fkc("create", "-n", NS, "-f", path).stdout.strip() == "pod/web-1 created"
     again = fkc("create", "-n", NS, "-f", path)
     assert again.returncode == 1
-    assert again.stderr.strip() == f'Error from server (AlreadyExists): error when creating "{path}": pods "web-1" already exists'
+    assert again.stderr.strip() == (
+        f'Error from server (AlreadyExists): error when creating "{path}": pods "web-1" already exists')
 
 
 def test_create_with_generate_name(fkc: Kubectl, tmp_path: Path) -> None:
@@ -469,7 +473,8 @@ def test_apply_create_unchanged_configured_and_prune_field(fkc: Kubectl, fresh: 
     assert fresh.store.get("rollouts", NS, "web")["metadata"]["resourceVersion"] == rv
     del ro["metadata"]["labels"]["tier"]
     ro["spec"]["replicas"] = 3
-    assert fkc("apply", "-n", NS, "-f", write(tmp_path, "ro.yaml", ro)).stdout.strip() == "rollout.argoproj.io/web configured"
+    changed = fkc("apply", "-n", NS, "-f", write(tmp_path, "ro.yaml", ro))
+    assert changed.stdout.strip() == "rollout.argoproj.io/web configured"
     live = fresh.store.get("rollouts", NS, "web")
     assert live["metadata"]["labels"] == {"team": "shop"} and live["spec"]["replicas"] == 3
     assert live["metadata"]["generation"] == 2
@@ -536,11 +541,10 @@ def test_patch_default_strategic_on_custom_resource_is_refused(fkc: Kubectl) -> 
 
 def test_patch_json_and_failing_test_operation(fkc: Kubectl, fresh: Sandbox) -> None:
     fresh.store.create("rollouts", NS, make_rollout("web"))
-    ok = fkc("patch", "ro", "web", "-n", NS, "--type=json",
-             "-p", '[{"op":"test","path":"/spec/replicas","value":1},{"op":"replace","path":"/spec/replicas","value":2}]')
+    guarded = '[{"op":"test","path":"/spec/replicas","value":1},{"op":"replace","path":"/spec/replicas","value":%d}]'
+    ok = fkc("patch", "ro", "web", "-n", NS, "--type=json", "-p", guarded % 2)
     assert ok.stdout.strip() == "rollout.argoproj.io/web patched"
-    failed = fkc("patch", "ro", "web", "-n", NS, "--type=json",
-                 "-p", '[{"op":"test","path":"/spec/replicas","value":1},{"op":"replace","path":"/spec/replicas","value":9}]')
+    failed = fkc("patch", "ro", "web", "-n", NS, "--type=json", "-p", guarded % 9)
     assert failed.returncode == 1 and "the server rejected our request due to an error in our request" in failed.stderr
     assert fresh.store.get("rollouts", NS, "web")["spec"]["replicas"] == 2
 
@@ -648,7 +652,8 @@ def test_deployment_rollout_status_done_and_waiting(fkc: Kubectl, fresh: Sandbox
     _rolled_out(fresh, "web", updated=1)
     waiting = fkc("rollout", "status", "deploy/web", "-n", NS, "--timeout=1s")
     assert waiting.returncode == 1
-    assert 'Waiting for deployment "web" rollout to finish: 1 out of 2 new replicas have been updated...' in waiting.stdout
+    assert ('Waiting for deployment "web" rollout to finish: 1 out of 2 new replicas have been updated...'
+            in waiting.stdout)
 
 
 def test_deployment_set_image_restart_pause_keep_keyed_containers(fkc: Kubectl, fresh: Sandbox, tmp_path: Path) -> None:
@@ -698,7 +703,8 @@ def _crashlooping_pod(sb: Sandbox) -> None:
     sb.store.set_status("pods", NS, "crashy", {"phase": "Running", "containerStatuses": [{
         "name": "app", "ready": False, "restartCount": 3, "image": "registry.example/app:1",
         "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": rfc3339(timedelta(minutes=-10))}}}]})
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                     "finishedAt": rfc3339(timedelta(minutes=-10))}}}]})
 
 
 def test_pod_table_crashloop_status(fkc: Kubectl, fresh: Sandbox) -> None:
@@ -754,7 +760,8 @@ def test_python_pagination_limit_continue(shared: Sandbox) -> None:
     assert len(first.items) == 3 and first.metadata.remaining_item_count == 1
     rest = pods.list_namespaced_pod(NS, limit=3, _continue=first.metadata._continue)
     assert len(rest.items) == 1 and not rest.metadata._continue
-    assert [p.metadata.name for p in first.items + rest.items] == sorted(p.metadata.name for p in pods.list_namespaced_pod(NS).items)
+    everything = sorted(p.metadata.name for p in pods.list_namespaced_pod(NS).items)
+    assert [p.metadata.name for p in first.items + rest.items] == everything
     with pytest.raises(ApiException) as e:
         pods.list_namespaced_pod(NS, limit=1, _continue="garbage!")
     assert (e.value.status, status_of(e.value)["reason"]) == (400, "BadRequest")
@@ -837,7 +844,8 @@ def test_create_with_resource_version_is_refused(fresh: Sandbox) -> None:
 
 def test_generation_and_resource_version_semantics(fresh: Sandbox) -> None:
     ro = custom(fresh)
-    rv0 = int(ro.create_namespaced_custom_object(*ARGO, NS, "rollouts", make_rollout("web"))["metadata"]["resourceVersion"])
+    made = ro.create_namespaced_custom_object(*ARGO, NS, "rollouts", make_rollout("web"))
+    rv0 = int(made["metadata"]["resourceVersion"])
     labelled = ro.patch_namespaced_custom_object(*ARGO, NS, "rollouts", "web", {"metadata": {"labels": {"x": "1"}}})
     assert labelled["metadata"]["generation"] == 1 and int(labelled["metadata"]["resourceVersion"]) > rv0
     same = ro.patch_namespaced_custom_object(*ARGO, NS, "rollouts", "web", {"metadata": {"labels": {"x": "1"}}})
@@ -879,7 +887,8 @@ def test_update_conflict_and_custom_resource_update_needs_resource_version(fresh
     del obj["metadata"]["resourceVersion"]
     with pytest.raises(ApiException) as e:
         ro.replace_namespaced_custom_object(*ARGO, NS, "rollouts", "web", obj)
-    assert e.value.status == 422 and "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update" in e.value.body
+    assert e.value.status == 422
+    assert "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update" in e.value.body
 
 
 def test_patch_types_merge_null_json_and_strategic(fresh: Sandbox) -> None:
@@ -908,7 +917,8 @@ def test_dry_run_create_patch_delete(fresh: Sandbox) -> None:
     patched = pods.patch_namespaced_pod(STABLE_POD, NS, {"metadata": {"labels": {"dry": "run"}}}, dry_run="All")
     assert patched.metadata.labels["dry"] == "run"
     pods.delete_namespaced_pod(STABLE_POD, NS, dry_run="All")
-    assert fresh.store.resource_version == rv and "dry" not in fresh.store.get("pods", NS, STABLE_POD)["metadata"]["labels"]
+    assert fresh.store.resource_version == rv
+    assert "dry" not in fresh.store.get("pods", NS, STABLE_POD)["metadata"]["labels"]
     with pytest.raises(ApiException) as e:
         pods.create_namespaced_pod(NS, make_pod("dry"), dry_run="Yes")
     assert e.value.status == 400
@@ -992,7 +1002,8 @@ def test_table_through_the_client(shared: Sandbox) -> None:
                headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
     doc = resp.json()
     assert (doc["kind"], doc["apiVersion"]) == ("Table", "meta.k8s.io/v1")
-    assert [c["name"] for c in doc["columnDefinitions"]] == ["Name", "Desired", "Current", "Up-to-date", "Available", "Age"]
+    assert [c["name"] for c in doc["columnDefinitions"]] == [
+        "Name", "Desired", "Current", "Up-to-date", "Available", "Age"]
     assert doc["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
 
 
