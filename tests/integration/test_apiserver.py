@@ -487,7 +487,10 @@ def test_watch_with_selector_turns_leaving_into_deleted(h: Harness) -> None:
     core.patch_namespaced_pod("p", "prod", {"metadata": {"labels": {"app": "other"}}})
     events = list(watch.Watch().stream(core.list_namespaced_pod, "prod", label_selector="app=api",
                                        resource_version=rv, timeout_seconds=1))
-    assert [(e["type"], e["object"].metadata.labels["app"]) for e in events] == [("DELETED", "other")]
+    # the watch cache sends the object as it last matched (app=api), at the version of the change
+    assert [(e["type"], e["object"].metadata.labels["app"]) for e in events] == [("DELETED", "api")]
+    assert events[0]["object"].metadata.resource_version == h.store.get("pods", "prod", "p")["metadata"][
+        "resourceVersion"]
 
 
 def test_watch_without_version_starts_with_added_and_honours_timeout(h: Harness) -> None:
@@ -554,7 +557,7 @@ def test_table_output_for_pods_and_rollouts(h: Harness) -> None:
     pods = raw_get(h, "/api/v1/namespaces/prod/pods", accept)
     assert [c["name"] for c in pods["columnDefinitions"] if c["priority"] == 0] == [
         "Name", "Ready", "Status", "Restarts", "Age"]
-    assert pods["rows"][0]["cells"][:4] == ["p", "0/1", "CrashLoopBackOff", 2]
+    assert pods["rows"][0]["cells"][:4] == ["p", "0/1", "CrashLoopBackOff", "2"]  # printPod's restarts string
     assert pods["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     ros = raw_get(h, "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/api", accept)
     assert [c["name"] for c in ros["columnDefinitions"]] == ["Name", "Desired", "Current", "Up-to-date",

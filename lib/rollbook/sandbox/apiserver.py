@@ -522,7 +522,10 @@ class _Dispatch:
         if not container and len(names) > 1:
             choices = " ".join(str(n) for n in names)
             raise bad_request(f"a container name must be specified for pod {route.name}, choose one of: [{choices}]")
+        _check_log_available(pod, container or str(names[0] if names else ""), self.query.get("previous") == "true")
         text = self.api.store.pod_log(route.namespace, route.name)
+        if self.query.get("timestamps") == "true":
+            text = _with_timestamps(pod, text)
         if self.query.get("tailLines"):
             lines = text.splitlines(keepends=True)
             text = "".join(lines[-int(self.query["tailLines"]):]) if int(self.query["tailLines"]) else ""
@@ -689,6 +692,40 @@ class _Dispatch:
                     raise
         self.h.send_json(200, {"kind": f"{res.kind}List", "apiVersion": res.api_version,
                                "metadata": {"resourceVersion": store.resource_version}, "items": deleted})
+
+
+def _check_log_available(pod: JSON, container: str, previous: bool) -> None:
+    """The kubelet's 400s: no previous instance of a container that never restarted, or one not started."""
+    status = pod.get("status") or {}
+    statuses = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+    found = next((c for c in statuses if c.get("name") == container), None)
+    name, pod_name = container, (pod.get("metadata") or {}).get("name")
+    if previous:
+        if not (found and (found.get("lastState") or {}).get("terminated")):
+            raise bad_request(f'previous terminated container "{name}" in pod "{pod_name}" not found')
+        return
+    waiting = ((found or {}).get("state") or {}).get("waiting")
+    if waiting is not None and not (found or {}).get("restartCount"):
+        reason = waiting.get("reason") or "ContainerCreating"
+        raise bad_request(f'container "{name}" in pod "{pod_name}" is waiting to start: {reason}')
+
+
+def _with_timestamps(pod: JSON, text: str) -> str:
+    """``timestamps=true``: each line prefixed with its RFC 3339 nano time, as the kubelet does.
+
+    The sandbox keeps text, not timed entries: a JSON line's own ``ts`` is used when it has one, else the
+    pod's start time.
+    """
+    fallback = str((pod.get("status") or {}).get("startTime") or (pod.get("metadata") or {}).get("creationTimestamp")
+                   or "1970-01-01T00:00:00Z")
+    out = []
+    for line in text.splitlines(keepends=True):
+        try:
+            stamp = str(json.loads(line).get("ts") or fallback)
+        except (ValueError, AttributeError):
+            stamp = fallback
+        out.append(f"{stamp[:19]}.000000000Z {line}")
+    return "".join(out)
 
 
 def scale_of(res: Resource, obj: JSON) -> JSON:

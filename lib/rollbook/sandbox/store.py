@@ -480,7 +480,8 @@ def _jsonable(value: Any) -> Any:
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _NAME_RULE = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-    "and must start and end with an alphanumeric character"
+    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
 )
 
 
@@ -674,7 +675,11 @@ class Store:
         self, plural: str, namespace: str | None, name: str, *, dry_run: bool = False,
         preconditions: JSON | None = None, propagation: str = "Background",
     ) -> JSON:
-        """Delete an object and return it; namespaces take their objects, owners their dependents."""
+        """Delete an object and return it; namespaces take their objects, owners their dependents.
+
+        An object with ``metadata.finalizers`` is only marked (``deletionTimestamp``) and goes when an update
+        removes the last finalizer. ``Orphan`` keeps the dependents and strips the owner from them.
+        """
         res = resource(plural)
         events: list[_Event] = []
         with self._lock:
@@ -682,15 +687,45 @@ class Store:
             _check_preconditions(res, name, current, preconditions or {})
             if dry_run:
                 return copy.deepcopy(current)
-            if plural == "namespaces":
-                for key in [k for k in self._objects if k[1] == name]:
-                    events.append(self._remove(key))
-            main = self._remove((plural, namespace or "" if res.namespaced else "", name))
-            events.append(main)
-            if propagation != "Orphan":
-                events.extend(self._collect_garbage(current))
+            if current["metadata"].get("finalizers"):
+                if current["metadata"].get("deletionTimestamp"):
+                    return copy.deepcopy(current)
+                marked = copy.deepcopy(current)
+                marked["metadata"].update(deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0)
+                main = self._store(plural, marked, current, "MODIFIED")
+                events.append(main)
+            else:
+                if plural == "namespaces":
+                    for key in [k for k in self._objects if k[1] == name]:
+                        events.append(self._remove(key))
+                main = self._remove(self._key(res, current))
+                events.append(main)
+                if propagation == "Orphan":
+                    events.extend(self._orphan(current))
+                else:
+                    events.extend(self._collect_garbage(current))
         self._notify(events)
         return copy.deepcopy(main.obj)
+
+    def _key(self, res: Resource, obj: JSON) -> tuple[str, str, str]:
+        """The store key of an object."""
+        meta = obj["metadata"]
+        return (res.plural, (meta.get("namespace") or "") if res.namespaced else "", meta["name"])
+
+    def _orphan(self, owner: JSON) -> _EventList:
+        """Remove a deleted owner from its dependents' ownerReferences, as the garbage collector does (lock held)."""
+        uid, events = owner["metadata"].get("uid"), []
+        for key, obj in list(self._objects.items()):
+            refs = obj["metadata"].get("ownerReferences") or []
+            if uid and any(r.get("uid") == uid for r in refs):
+                freed = copy.deepcopy(obj)
+                kept = [r for r in refs if r.get("uid") != uid]
+                if kept:
+                    freed["metadata"]["ownerReferences"] = kept
+                else:
+                    freed["metadata"].pop("ownerReferences", None)
+                events.append(self._store(key[0], freed, obj, "MODIFIED"))
+        return events
 
     def add_listener(self, fn: Listener) -> None:
         """Call ``fn(event_type, plural, obj)`` after every real write, outside the store lock."""
@@ -769,7 +804,10 @@ class Store:
         _check_name(res, meta.get("name") or "")
         ns = _check_namespace(res, namespace, meta.get("namespace"))
         meta.update({"namespace": ns} if ns else {})
-        meta.pop("resourceVersion", None)
+        if meta.pop("resourceVersion", None) and not system:
+            raise bad_request("resourceVersion should not be set on objects to be created")
+        if res.plural == "pods" and not system and not (obj.get("spec") or {}).get("containers"):
+            raise invalid(res, meta["name"], "spec.containers", "Required value", "FieldValueRequired")
         if not system or not meta.get("uid"):
             meta["uid"] = str(uuid.uuid4())
         if not system or not meta.get("creationTimestamp"):
@@ -798,7 +836,12 @@ class Store:
             if _comparable(new) == _comparable(old) or dry_run:
                 return copy.deepcopy(new)
             event = self._store(res.plural, new, old, "MODIFIED")
-        self._notify([event])
+            events = [event]
+            if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+                # the last finalizer is gone: the deletion that was waiting for it completes now
+                events.append(self._remove(self._key(res, new)))
+                events.extend(self._collect_garbage(new))
+        self._notify(events)
         return copy.deepcopy(event.obj)
 
     def _store(self, plural: str, obj: JSON, old: JSON | None, kind: str) -> _Event:
@@ -969,7 +1012,8 @@ def _merge_update(res: Resource, old: JSON, candidate: JSON, subresource: str | 
         raise StoreError(404, "NotFound", "the server could not find the requested resource")
     new = {**candidate, "apiVersion": res.api_version, "kind": res.kind}
     meta = dict(candidate.get("metadata") or {})
-    for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion"):
+    for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion",
+                "deletionTimestamp", "deletionGracePeriodSeconds"):
         meta.pop(key, None)
         if key in old["metadata"]:
             meta[key] = old["metadata"][key]
@@ -1003,7 +1047,12 @@ def _translate(query: _Query, event: _Event) -> tuple[str, JSON] | None:
         return ("DELETED", copy.deepcopy(event.obj)) if before else None
     if now:
         return ("MODIFIED" if before and event.type == "MODIFIED" else "ADDED"), copy.deepcopy(event.obj)
-    return ("DELETED", copy.deepcopy(event.obj)) if before else None
+    if not before or event.old is None:
+        return None
+    # Leaving the selection: the watch cache sends the object as it was (it matched then), at the event's version.
+    gone = copy.deepcopy(event.old)
+    gone["metadata"]["resourceVersion"] = event.obj["metadata"]["resourceVersion"]
+    return "DELETED", gone
 
 
 def _parse_rv(text: str) -> int:

@@ -83,6 +83,15 @@ def _pod_status(pod: JSON) -> tuple[str, int, int]:
     return reason, ready, restarts
 
 
+def _restarts(pod: JSON, restarts: int) -> str:
+    """RESTARTS as printPod shows it: ``3 (10m ago)`` after the last termination, else the bare count."""
+    finished = [str(_get(c, "lastState.terminated.finishedAt") or "")
+                for key in ("initContainerStatuses", "containerStatuses")
+                for c in _get(pod, f"status.{key}") or []]
+    last = max((f for f in finished if f), default="")
+    return f"{restarts} ({age(last)} ago)" if restarts and last else str(restarts)
+
+
 def _exit_reason(terminated: JSON) -> str:
     """``Signal:N`` or ``ExitCode:N`` for a terminated container without a reason."""
     if terminated.get("signal"):
@@ -115,7 +124,7 @@ def _pod_row(pod: JSON) -> Row:
     total = len(_get(pod, "spec.containers") or [])
     gates = _get(pod, "spec.readinessGates")
     return [
-        _get(pod, "metadata.name"), f"{ready}/{total}", reason, restarts, _created(pod),
+        _get(pod, "metadata.name"), f"{ready}/{total}", reason, _restarts(pod, restarts), _created(pod),
         _get(pod, "status.podIP") or "<none>", _get(pod, "spec.nodeName") or "<none>",
         _get(pod, "status.nominatedNodeName") or "<none>", "<none>" if not gates else f"0/{len(gates)}",
     ]
@@ -136,18 +145,35 @@ def _rs_row(rs: JSON) -> Row:
 
 
 def _deploy_row(d: JSON) -> Row:
-    """NAME READY UP-TO-DATE AVAILABLE AGE."""
+    """NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR."""
     ready = f"{_get(d, 'status.readyReplicas') or 0}/{_get(d, 'spec.replicas') or 0}"
+    containers = _get(d, "spec.template.spec.containers") or []
     return [_get(d, "metadata.name"), ready, _get(d, "status.updatedReplicas") or 0,
-            _get(d, "status.availableReplicas") or 0, _created(d)]
+            _get(d, "status.availableReplicas") or 0, _created(d), ",".join(c.get("name", "") for c in containers),
+            ",".join(c.get("image", "") for c in containers), _selector(_get(d, "spec.selector") or {})]
+
+
+def _selector(selector: JSON) -> str:
+    """A LabelSelector as kubectl prints it: ``a=b,c in (d,e)`` (``<none>`` when empty)."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for e in selector.get("matchExpressions") or []:
+        op, values = e.get("operator"), ",".join(e.get("values") or [])
+        parts.append({"In": f"{e.get('key')} in ({values})", "NotIn": f"{e.get('key')} notin ({values})",
+                      "Exists": str(e.get("key")), "DoesNotExist": f"!{e.get('key')}"}.get(str(op), ""))
+    return ",".join(p for p in parts if p) or "<none>"
 
 
 def _event_row(e: JSON) -> Row:
-    """LAST SEEN TYPE REASON OBJECT MESSAGE."""
+    """LAST SEEN TYPE REASON OBJECT SUBOBJECT SOURCE MESSAGE FIRST SEEN COUNT NAME."""
     last = e.get("lastTimestamp") or e.get("eventTime") or _get(e, "metadata.creationTimestamp")
+    first = e.get("firstTimestamp") or e.get("eventTime") or _get(e, "metadata.creationTimestamp")
     involved = e.get("involvedObject") or {}
     obj = f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}"
-    return [age(last), e.get("type", ""), e.get("reason", ""), obj, e.get("message", "")]
+    source = e.get("source") or {}
+    origin = ", ".join(str(v) for v in (source.get("component") or e.get("reportingComponent"), source.get("host"))
+                       if v) or "<none>"
+    return [age(last), e.get("type", ""), e.get("reason", ""), obj, involved.get("fieldPath", ""), origin,
+            e.get("message", ""), age(first), e.get("count") or 1, _get(e, "metadata.name")]
 
 
 def _rollout_row(ro: JSON) -> Row:
@@ -221,9 +247,12 @@ _LAYOUTS: dict[str, tuple[list[JSON], Callable[[JSON], Row]]] = {
     "replicasets": ([_NAME, _col("Desired", "integer"), _col("Current", "integer"), _col("Ready", "integer"), _AGE,
                      _col("Containers", priority=1), _col("Images", priority=1), _col("Selector", priority=1)],
                     _rs_row),
-    "deployments": ([_NAME, _col("Ready"), _col("Up-to-date", "integer"), _col("Available", "integer"), _AGE],
+    "deployments": ([_NAME, _col("Ready"), _col("Up-to-date", "integer"), _col("Available", "integer"), _AGE,
+                     _col("Containers", priority=1), _col("Images", priority=1), _col("Selector", priority=1)],
                     _deploy_row),
-    "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")], _event_row),
+    "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Subobject", priority=1),
+                _col("Source", priority=1), _col("Message"), _col("First Seen", priority=1),
+                _col("Count", "integer", priority=1), _col("Name", priority=1)], _event_row),
     "rollouts": ([_NAME, _col("Desired", "integer"), _col("Current", "integer"), _col("Up-to-date", "integer"),
                   _col("Available", "integer"), _AGE], _rollout_row),
     "analysisruns": ([_NAME, _col("Status"), _AGE], _phase_row),
