@@ -54,6 +54,7 @@ PATCH_TYPES = {
 }
 ACCESS_REVIEW_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 SELF_REVIEW_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+RULES_REVIEW_PATH = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
 _NOT_FOUND = StoreError(404, "NotFound", "the server could not find the requested resource")
 
 
@@ -380,6 +381,9 @@ class _Dispatch:
         if self.h.command == "POST" and self.path.rstrip("/") == SELF_REVIEW_PATH:
             self._self_review()
             return
+        if self.h.command == "POST" and self.path.rstrip("/") == RULES_REVIEW_PATH:
+            self._rules_review()
+            return
         segments = [unquote(s) for s in self.path.strip("/").split("/") if s]
         route = parse_route(segments)
         verb = verb_of(self.h.command, route, self.query)
@@ -445,6 +449,24 @@ class _Dispatch:
         self.h.send_json(201, {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
                                "metadata": {}, "spec": spec, "status": status})
 
+    def _rules_review(self) -> None:
+        """``kubectl auth can-i --list``: the sandbox RBAC of the token's user as rules."""
+        assert self.user is not None
+        review = self._object_body()
+        spec = (review.get("spec") or {}) if isinstance(review, dict) else {}
+        writes = ROLE_WRITES.get(self.user.role, frozenset())
+        verbs = ["*"] if "*" in writes else sorted(READ_VERBS)
+        rules = [{"verbs": verbs, "apiGroups": ["*"], "resources": ["*"]},
+                 {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
+                  "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
+                 {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"]}]
+        urls = ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
+                "/version", "/version/"]
+        self.h.send_json(201, {"kind": "SelfSubjectRulesReview", "apiVersion": "authorization.k8s.io/v1",
+                               "metadata": {"creationTimestamp": None}, "spec": spec,
+                               "status": {"resourceRules": rules, "incomplete": False,
+                                          "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": urls}]}})
+
     def _self_review(self) -> None:
         """``kubectl auth whoami``: the SelfSubjectReview of the token's user."""
         assert self.user is not None
@@ -508,6 +530,9 @@ class _Dispatch:
         if route.sub == "scale":
             self.h.send_json(200, scale_of(route.res, obj))
             return
+        if "as=PartialObjectMetadata" in self.accept and not self.wants_table:
+            self.h.send_json(200, _partial(obj))
+            return
         self.h.send_json(200, self._table_or(route, [obj]) if self.wants_table else obj)
 
     def _log(self, route: Route) -> None:
@@ -548,6 +573,10 @@ class _Dispatch:
                                                                   fields, token)
         if self.wants_table:
             self.h.send_json(200, self._table_or(route, items, meta))
+            return
+        if "as=PartialObjectMetadataList" in self.accept:  # metadata-only informers and clients
+            self.h.send_json(200, {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                                   "metadata": meta, "items": [_partial(i) for i in items]})
             return
         if route.res.builtin:  # typed lists of built-in kinds carry no kind/apiVersion per item
             items = [{k: v for k, v in i.items() if k not in ("kind", "apiVersion")} for i in items]
@@ -618,6 +647,12 @@ class _Dispatch:
         body = self._object_body()
         store, res = self.api.store, route.res
         if patch_type == "apply":
+            if not self.query.get("fieldManager"):
+                raise StoreError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                                 "is required for apply patch",
+                                 {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{
+                                     "reason": "FieldValueRequired", "field": "fieldManager",
+                                     "message": "Required value: is required for apply patch"}]})
             self._apply(route, body)
             return
         if route.sub == "scale":
@@ -692,6 +727,11 @@ class _Dispatch:
                     raise
         self.h.send_json(200, {"kind": f"{res.kind}List", "apiVersion": res.api_version,
                                "metadata": {"resourceVersion": store.resource_version}, "items": deleted})
+
+
+def _partial(obj: JSON) -> JSON:
+    """An object reduced to a ``meta.k8s.io/v1`` PartialObjectMetadata."""
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
 
 
 def _check_log_available(pod: JSON, container: str, previous: bool) -> None:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from rollbook.sandbox.store import Store, StoreError
+from rollbook.sandbox.store import SANDBOX_NODE, Store, StoreError
 
 _log = logging.getLogger(__name__)
 
@@ -719,7 +719,7 @@ def _ready_pod(rs: Obj) -> Obj:
                          "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}),
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"],
                                               "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
-            "spec": dict(tmpl.get("spec") or {}, nodeName="worker-1.cluster.internal", restartPolicy="Always"),
+            "spec": dict(tmpl.get("spec") or {}, nodeName=SANDBOX_NODE, restartPolicy="Always"),
             "status": {"phase": "Running", "startTime": now, "qosClass": "Burstable",
                        "conditions": [{"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
                                       for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import yaml
 
 from rollbook.errors import ConfigError, UsageError
-from rollbook.sandbox.store import StoreError
+from rollbook.sandbox.store import SANDBOX_NODE, StoreError, sandbox_node
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 LOG_ANNOTATION = "sandbox.rollbook.dev/log"
@@ -29,6 +29,7 @@ HASH_LABEL = "rollouts-pod-template-hash"
 # kind -> (plural, creation order). Order: what owners must exist before what they own.
 KINDS: dict[str, tuple[str, int]] = {
     "Namespace": ("namespaces", 0),
+    "Node": ("nodes", 0),
     "ServiceAccount": ("serviceaccounts", 1),
     "ConfigMap": ("configmaps", 1),
     "Secret": ("secrets", 1),
@@ -128,6 +129,7 @@ def load_scenario(store: StoreLike, name_or_path: str | Path, *, now: datetime |
     mc_state = read_mc_state(folder, at)
     objs = _complete([d.obj for d in docs])
     created, skipped = _create_all(store, objs)
+    _add_nodes(store, [o for o in created if o["kind"] == "Pod"], at)
     rollouts = [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in created if o["kind"] == "Rollout"]
     namespaces = sorted(o["metadata"]["name"] for o in created if o["kind"] == "Namespace")
     counts: dict[str, int] = {}
@@ -335,10 +337,20 @@ def _create_all(store: StoreLike, objs: list[Obj]) -> tuple[list[Obj], list[str]
     return created, skipped
 
 
-def _exists(store: StoreLike, namespace: str) -> bool:
-    """Whether the store already holds this namespace."""
+def _add_nodes(store: StoreLike, pods: list[Obj], now: datetime) -> None:
+    """A Ready Node for every ``spec.nodeName`` the pods name (and the controller's), unless the scenario has it."""
+    names = dict.fromkeys([str((p.get("spec") or {}).get("nodeName")) for p in pods
+                           if (p.get("spec") or {}).get("nodeName")] + [SANDBOX_NODE])
+    created = (now - timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for index, name in enumerate(names, start=1):
+        if not _exists(store, name, "nodes"):
+            store.create("nodes", None, sandbox_node(name, created, index), system=True)
+
+
+def _exists(store: StoreLike, name: str, plural: str = "namespaces") -> bool:
+    """Whether the store already holds this cluster-scoped object."""
     try:
-        store.get("namespaces", None, namespace)
+        store.get(plural, None, name)
     except StoreError as e:
         if e.code == 404:
             return False

@@ -32,7 +32,11 @@ SELF_REVIEW = {
     "name": "selfsubjectreviews", "singularName": "selfsubjectreview", "namespaced": False,
     "kind": "SelfSubjectReview", "verbs": ["create"],
 }
-EXTRA_RESOURCES: dict[tuple[str, str], list[JSON]] = {("authorization.k8s.io", "v1"): [ACCESS_REVIEW],
+RULES_REVIEW = {
+    "name": "selfsubjectrulesreviews", "singularName": "selfsubjectrulesreview", "namespaced": False,
+    "kind": "SelfSubjectRulesReview", "verbs": ["create"],
+}
+EXTRA_RESOURCES: dict[tuple[str, str], list[JSON]] = {("authorization.k8s.io", "v1"): [ACCESS_REVIEW, RULES_REVIEW],
                                                       ("authentication.k8s.io", "v1"): [SELF_REVIEW]}
 
 
@@ -168,7 +172,7 @@ def openapi_document(path: str) -> JSON | None:
     for g, v in group_versions(with_extra=False):
         if _gv_path(g, v) == path.strip("/"):
             paths: JSON = {}
-            kinds: JSON = {}
+            kinds: JSON = schemas.components(g)
             for res in (r for r in RESOURCES.values() if (r.group, r.version) == (g, v)):
                 paths.update(_item_paths(res))
                 kinds[schemas.schema_name(res)] = schemas.kind_schema(res)

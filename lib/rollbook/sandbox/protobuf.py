@@ -83,6 +83,7 @@ KINDS: dict[str, Schema] = {
                                    6: ("subresource", "string"), 7: ("name", "string")}),
         2: ("nonResourceAttributes", {1: ("path", "string"), 2: ("verb", "string")})})},
     "SelfSubjectReview": {1: ("metadata", OBJECT_META)},
+    "SelfSubjectRulesReview": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("namespace", "string")})},
 }
 
 

@@ -14,7 +14,8 @@ from rollbook.sandbox.store import Resource
 
 JSON = dict[str, Any]
 
-# A field is (type, description) or (type, description, {sub-fields}); "[]" types are arrays of objects.
+# A field is (type, description) or (type, description, {sub-fields}); "[]" types are arrays of objects;
+# "[]ref" and "ref" point at a named component schema (kubectl explain prints its name, e.g. []Container).
 Field = tuple[Any, ...]
 
 _META = ("object", "Standard object's metadata: name, namespace, labels, annotations, ownerReferences, "
@@ -104,6 +105,54 @@ _ANALYSIS_TEMPLATE = {
         "args": ("[]", "Arguments the template expects."),
     }),
 }
+_CONTAINER = "io.k8s.api.core.v1.Container"
+_POD_SPEC: dict[str, Field] = {
+    "containers": ("[]ref", "The containers of the pod; at least one.", _CONTAINER),
+    "initContainers": ("[]ref", "Containers run to completion, in order, before the others start.", _CONTAINER),
+    "nodeName": ("string", "The node the pod is scheduled on."),
+    "serviceAccountName": ("string", "The ServiceAccount the pod runs as."),
+    "restartPolicy": ("string", "Always, OnFailure or Never."),
+    "volumes": ("[]", "Volumes the containers can mount."),
+    "readinessGates": ("[]", "Extra conditions for the pod to count as ready."),
+}
+_POD = {
+    "spec": ("object", "The pod's desired behaviour.", _POD_SPEC),
+    "status": ("object", "The pod's observed state, reported by the kubelet.", {
+        "phase": ("string", "Pending, Running, Succeeded, Failed or Unknown."),
+        "conditions": _CONDITIONS,
+        "containerStatuses": ("[]", "Per container: ready, restartCount, state, lastState, image, imageID."),
+        "podIP": ("string", "The pod's IP address."),
+        "startTime": ("string", "When the kubelet acknowledged the pod."),
+    }),
+}
+_TEMPLATE = ("object", "The pod template of the pods it makes.",
+             {"metadata": _META, "spec": ("object", "The pod spec.", _POD_SPEC)})
+_WORKLOAD = {
+    "spec": ("object", "The desired state.", {
+        "replicas": ("integer", "Number of desired pods."),
+        "selector": ("object", "Label selector for the pods."),
+        "template": _TEMPLATE,
+    }),
+    "status": ("object", "The observed state.", {
+        "replicas": ("integer", "Pods counted."), "readyReplicas": ("integer", "Ready pods."),
+        "availableReplicas": ("integer", "Available pods."),
+    }),
+}
+COMPONENTS: dict[str, tuple[str, dict[str, Field]]] = {
+    _CONTAINER: ("A single application container in a pod.", {
+        "name": ("string", "Name of the container, unique in the pod."),
+        "image": ("string", "Container image name."),
+        "command": ("[]string", "Entrypoint array; the image's ENTRYPOINT when absent."),
+        "args": ("[]string", "Arguments to the entrypoint."),
+        "env": ("[]", "Environment variables (name, value or valueFrom)."),
+        "ports": ("[]", "Ports the container exposes (name, containerPort, protocol)."),
+        "resources": ("object", "Compute resources: requests and limits."),
+        "readinessProbe": ("object", "When the container is ready for traffic."),
+        "livenessProbe": ("object", "When the container is restarted."),
+        "startupProbe": ("object", "When the container has started."),
+        "imagePullPolicy": ("string", "Always, Never or IfNotPresent."),
+    }),
+}
 _SPEC_STATUS = {
     "spec": ("object", "The desired state."),
     "status": ("object", "The observed state, written by the system."),
@@ -112,6 +161,9 @@ _BY_KIND: dict[str, tuple[str, dict[str, Field]]] = {
     "Rollout": ("A Rollout replaces a Deployment with canary or blue-green updates (Argo Rollouts).", _ROLLOUT),
     "AnalysisRun": ("One execution of analysis metrics; its phase gates a rollout step.", _ANALYSIS_RUN),
     "AnalysisTemplate": ("Reusable analysis metrics, instantiated as AnalysisRuns.", _ANALYSIS_TEMPLATE),
+    "Pod": ("A collection of containers that run on a host.", _POD),
+    "ReplicaSet": ("Keeps a stable set of pod replicas running.", _WORKLOAD),
+    "Deployment": ("Declarative updates for Pods and ReplicaSets.", _WORKLOAD),
     "ConfigMap": ("Configuration data as key/value pairs.", {"data": ("map", "String values."),
                                                               "binaryData": ("map", "Base64 values.")}),
     "Secret": ("Confidential data as key/value pairs.", {"data": ("map", "Base64 values."),
@@ -122,6 +174,12 @@ _BY_KIND: dict[str, tuple[str, dict[str, Field]]] = {
 def _schema(field: Field) -> JSON:
     """The OpenAPI schema of one field."""
     kind, description, *rest = field
+    if kind in ("ref", "[]ref"):
+        ref = {"$ref": f"#/components/schemas/{rest[0]}"}
+        return {"type": "array", "description": description, "items": ref} if kind == "[]ref" else {
+            "description": description, "allOf": [ref]}
+    if kind == "[]string":
+        return {"type": "array", "description": description, "items": {"type": "string"}}
     subs: dict[str, Field] = rest[0] if rest else {}
     props = {name: _schema(f) for name, f in subs.items()}
     if kind == "[]":
@@ -140,6 +198,15 @@ def _schema(field: Field) -> JSON:
 def _open() -> JSON:
     """An object whose fields are not described here (kept, never rejected)."""
     return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+def components(group: str) -> JSON:
+    """The named component schemas a group's kinds refer to."""
+    if group not in ("", "apps"):
+        return {}
+    return {name: {"type": "object", "description": description, "x-kubernetes-preserve-unknown-fields": True,
+                   "properties": {k: _schema(f) for k, f in fields.items()}}
+            for name, (description, fields) in COMPONENTS.items()}
 
 
 def schema_name(res: Resource) -> str:

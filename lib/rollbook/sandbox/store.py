@@ -76,6 +76,7 @@ RESOURCES: dict[str, Resource] = {
         Resource("pods", "", "v1", "Pod", short_names=("po",), categories=("all",)),
         Resource("events", "", "v1", "Event", has_status=False, short_names=("ev",)),
         Resource("namespaces", "", "v1", "Namespace", namespaced=False, short_names=("ns",)),
+        Resource("nodes", "", "v1", "Node", namespaced=False, short_names=("no",)),
         Resource("services", "", "v1", "Service", short_names=("svc",), categories=("all",)),
         Resource("endpoints", "", "v1", "Endpoints", has_status=False, short_names=("ep",)),
         Resource("configmaps", "", "v1", "ConfigMap", has_status=False, short_names=("cm",)),
@@ -494,6 +495,32 @@ def _comparable(obj: JSON) -> JSON:
     """The object without its resourceVersion, to detect no-op writes."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
     return {**obj, "metadata": meta}
+
+
+SANDBOX_NODE = "worker-1.cluster.internal"  # where the simulated controller schedules the pods it creates
+
+
+def sandbox_node(name: str, created: str, index: int = 1) -> JSON:
+    """A Ready worker Node as the kubelet reports it (the sandbox has no kubelets, so nodes never change)."""
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "creationTimestamp": created, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "node-role.kubernetes.io/worker": ""}},
+        "spec": {"podCIDR": f"10.244.{index}.0/24"},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status", "lastHeartbeatTime": created,
+                            "lastTransitionTime": created}],
+            "addresses": [{"type": "InternalIP", "address": f"10.0.0.{10 + index}"},
+                          {"type": "Hostname", "address": name}],
+            "nodeInfo": {"kubeletVersion": "v1.32.0", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                         "kernelVersion": "6.1.0-26-amd64", "containerRuntimeVersion": "containerd://1.7.22",
+                         "operatingSystem": "linux", "architecture": "amd64"},
+            "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+            "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+        },
+    }
 
 
 _INITIAL_STATUS: dict[str, JSON] = {
@@ -953,7 +980,7 @@ def _implicit_namespace(name: str) -> JSON:
 
 
 # Kinds the real server keeps no metadata.generation for (no spec, or not tracked).
-_NO_GENERATION = ("events", "namespaces", "configmaps", "secrets", "endpoints", "serviceaccounts", "services")
+_NO_GENERATION = ("events", "namespaces", "nodes", "configmaps", "secrets", "endpoints", "serviceaccounts", "services")
 
 
 def _defaulted(res: Resource, obj: JSON, old: JSON | None = None) -> JSON:

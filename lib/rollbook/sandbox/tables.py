@@ -228,6 +228,22 @@ def _serviceaccount_row(sa: JSON) -> Row:
     return [_get(sa, "metadata.name"), len(sa.get("secrets") or []), _created(sa)]
 
 
+def _node_row(node: JSON) -> Row:
+    """NAME STATUS ROLES AGE VERSION INTERNAL-IP EXTERNAL-IP OS-IMAGE KERNEL-VERSION CONTAINER-RUNTIME."""
+    ready = next((c.get("status") for c in _get(node, "status.conditions") or [] if c.get("type") == "Ready"), None)
+    status = {"True": "Ready", "False": "NotReady"}.get(str(ready), "Unknown")
+    if _get(node, "spec.unschedulable"):
+        status += ",SchedulingDisabled"
+    prefix = "node-role.kubernetes.io/"
+    roles = sorted(k.removeprefix(prefix) for k in _get(node, "metadata.labels") or {} if k.startswith(prefix))
+    addresses = {a.get("type"): a.get("address") for a in _get(node, "status.addresses") or []}
+    info = _get(node, "status.nodeInfo") or {}
+    return [_get(node, "metadata.name"), status, ",".join(roles) or "<none>", _created(node),
+            info.get("kubeletVersion", ""), addresses.get("InternalIP") or "<none>",
+            addresses.get("ExternalIP") or "<none>", info.get("osImage") or "<unknown>",
+            info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>"]
+
+
 def _generic_row(obj: JSON) -> Row:
     """NAME AGE."""
     return [_get(obj, "metadata.name"), _created(obj)]
@@ -259,6 +275,9 @@ _LAYOUTS: dict[str, tuple[list[JSON], Callable[[JSON], Row]]] = {
     "experiments": ([_NAME, _col("Status"), _AGE], _phase_row),
     "namespaces": ([_NAME, _col("Status"), _AGE], _phase_row),
     "configmaps": ([_NAME, _col("Data", "integer"), _AGE], _configmap_row),
+    "nodes": ([_NAME, _col("Status"), _col("Roles"), _AGE, _col("Version"), _col("Internal-IP", priority=1),
+               _col("External-IP", priority=1), _col("OS-Image", priority=1), _col("Kernel-Version", priority=1),
+               _col("Container-Runtime", priority=1)], _node_row),
     "secrets": ([_NAME, _col("Type"), _col("Data", "integer"), _AGE], _secret_row),
     "services": ([_NAME, _col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"), _AGE,
                   _col("Selector", priority=1)], _service_row),
