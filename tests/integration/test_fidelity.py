@@ -436,8 +436,6 @@ def test_create_invalid_name_is_422(fkc: Kubectl, tmp_path: Path) -> None:
                                  "a lowercase RFC 1123 subdomain must consist of")
 
 
-@pytest.mark.xfail(strict=True, reason="fieldValidation is ignored (apiserver._create/_object_body): kubectl's "
-                   "default --validate=strict makes a real server reject unknown fields with 400")
 def test_create_with_unknown_field_is_rejected_strictly(fkc: Kubectl, fresh: Sandbox, tmp_path: Path) -> None:
     pod = make_pod("typo")
     pod["spec"]["containerz"] = pod["spec"].pop("containers")

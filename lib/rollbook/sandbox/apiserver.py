@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from rollbook.sandbox import openapi, protobuf, tables
+from rollbook.sandbox import openapi, protobuf, tables, validation
 from rollbook.sandbox.store import (
     RESOURCES,
     Resource,
@@ -477,6 +477,15 @@ class _Dispatch:
 
     # ------------------------------------------------------------------ helpers
 
+    def _validate_fields(self, route: Route, body: Any) -> None:
+        """``fieldValidation=Strict`` (kubectl's default): unknown fields are a 400, as on the real server."""
+        mode = self.query.get("fieldValidation", "")
+        if mode not in ("", "Ignore", "Warn", "Strict"):
+            raise bad_request(f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", "Strict", '
+                              '"Warn"')
+        if mode == "Strict" and route.sub in (None, "status"):
+            validation.check_strict(route.res, body)
+
     @property
     def dry_run(self) -> bool:
         """``dryRun=All`` (any other value is a 400, as on the real server)."""
@@ -618,6 +627,7 @@ class _Dispatch:
         body = self._object_body()
         if not isinstance(body, dict):
             raise bad_request("the body of a create must be a JSON object")
+        self._validate_fields(route, body)
         obj = self.api.store.create(route.res.plural, route.namespace, body, dry_run=self.dry_run,
                                     implicit_namespace=False)
         self.h.send_json(201, obj)
@@ -631,6 +641,7 @@ class _Dispatch:
         if route.sub == "scale":
             self._write_scale(route, body)
             return
+        self._validate_fields(route, body)
         obj = self.api.store.replace(route.res.plural, route.namespace, route.name, body,
                                      subresource=route.sub, dry_run=self.dry_run)
         self.h.send_json(200, obj)
@@ -646,6 +657,8 @@ class _Dispatch:
                              f'{", ".join(PATCH_TYPES)}')
         body = self._object_body()
         store, res = self.api.store, route.res
+        if patch_type != "json":
+            self._validate_fields(route, body)
         if patch_type == "apply":
             if not self.query.get("fieldManager"):
                 raise StoreError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
