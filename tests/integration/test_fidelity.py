@@ -744,8 +744,6 @@ def test_python_pagination_limit_continue(shared: Sandbox) -> None:
     assert (e.value.status, status_of(e.value)["reason"]) == (400, "BadRequest")
 
 
-@pytest.mark.xfail(strict=True, reason="continue pages are read from the current store, not the snapshot at the "
-                   "first page's resourceVersion (store.list uses list_rv only for the reported version)")
 def test_pagination_is_a_consistent_snapshot(fresh: Sandbox) -> None:
     pods = core(fresh)
     first = pods.list_namespaced_pod(NS, limit=2)

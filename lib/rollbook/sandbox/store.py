@@ -606,14 +606,36 @@ class Store:
         query = self._query(plural, namespace, label_selector, field_selector)
         start, list_rv = _decode_continue(continue_token) if continue_token else ("", 0)
         with self._lock:
-            keys = sorted(k for k, o in self._objects.items() if k > (plural, "", "") and query.matches(k[0], o))
+            objects = self._objects_at(list_rv) if list_rv else self._objects
+            keys = sorted(k for k, o in objects.items() if k > (plural, "", "") and query.matches(k[0], o))
             keys = [k for k in keys if f"{k[1]}/{k[2]}" > start] if start else keys
             page = keys[:limit] if limit > 0 else keys
-            items = [copy.deepcopy(self._objects[k]) for k in page]
+            items = [copy.deepcopy(objects[k]) for k in page]
             rv = list_rv or self._rv
         more = limit > 0 and len(keys) > limit
         token = _encode_continue(f"{page[-1][1]}/{page[-1][2]}", rv) if more else ""
         return items, str(rv), token
+
+    def _objects_at(self, rv: int) -> dict[tuple[str, str, str], JSON]:
+        """The objects as they were at ``rv`` (lock held): later pages of a list are a consistent snapshot.
+
+        Rebuilt by undoing the history after ``rv``; older than the history is the real server's 410.
+        """
+        if rv >= self._rv:
+            return self._objects
+        if rv < self._compacted:
+            raise expired("The provided continue parameter is too old to display a consistent list result. You "
+                          "can start a new list without the continue parameter.")
+        state = dict(self._objects)
+        for event in reversed([e for e in self._history if e.rv > rv]):
+            meta = event.obj["metadata"]
+            res = RESOURCES[event.plural]
+            key = (event.plural, (meta.get("namespace") or "") if res.namespaced else "", meta["name"])
+            if event.type == "ADDED" or event.old is None:
+                state.pop(key, None)
+            else:
+                state[key] = event.old
+        return state
 
     def remaining(self, plural: str, namespace: str | None, label_selector: str, field_selector: str,
                   continue_token: str) -> int:
