@@ -1001,8 +1001,9 @@ def _implicit_namespace(name: str) -> JSON:
     }
 
 
-# Kinds the real server keeps no metadata.generation for (no spec, or not tracked).
-_NO_GENERATION = ("events", "namespaces", "nodes", "configmaps", "secrets", "endpoints", "serviceaccounts", "services")
+# Kinds a 1.32 server keeps no metadata.generation for (no spec, or not tracked; pods only from 1.33).
+_NO_GENERATION = ("events", "namespaces", "nodes", "pods", "configmaps", "secrets", "endpoints", "serviceaccounts",
+                  "services")
 
 
 def _defaulted(res: Resource, obj: JSON, old: JSON | None = None) -> JSON:
