@@ -539,7 +539,7 @@ def test_pod_logs(h: Harness) -> None:
     assert core.read_namespaced_pod_log("one", "prod") == "a\nb\nc\n"
     assert core.read_namespaced_pod_log("one", "prod", tail_lines=1) == "c\n"
     annotated = pod("two", containers=("app", "sidecar"))
-    annotated["metadata"]["annotations"] = {"sandbox.rollbook.io/log": "from annotation\n"}
+    annotated["metadata"]["annotations"] = {"sandbox.rollbook.dev/log": "from annotation\n"}
     core.create_namespaced_pod("prod", annotated)
     assert core.read_namespaced_pod_log("two", "prod", container="sidecar") == "from annotation\n"
     with pytest.raises(ApiException) as exc:

@@ -20,10 +20,9 @@ from typing import Any, Protocol
 import yaml
 
 from rollbook.errors import ConfigError, UsageError
-from rollbook.sandbox.store import SANDBOX_NODE, StoreError, sandbox_node
+from rollbook.sandbox.store import LOG_ANNOTATION, SANDBOX_NODE, StoreError, sandbox_node
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
-LOG_ANNOTATION = "sandbox.rollbook.dev/log"
 HASH_LABEL = "rollouts-pod-template-hash"
 
 # kind -> (plural, creation order). Order: what owners must exist before what they own.

@@ -1,7 +1,7 @@
 """In-memory object store of the sandbox's Kubernetes API: resourceVersions, selectors, patches, watches.
 
 Pod logs: the text served at ``pods/{name}/log`` is whatever :meth:`Store.set_pod_log` set for the pod;
-without it, the pod's annotation ``sandbox.rollbook.io/log`` (handy in plain scenario YAML); else "".
+without it, the pod's annotation ``sandbox.rollbook.dev/log`` (handy in plain scenario YAML); else "".
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import jsonpatch
 JSON = dict[str, Any]
 JSONList = list[JSON]  # aliases: inside Store, ``list`` names the method
 Listener = Callable[[str, str, JSON], None]
-LOG_ANNOTATION = "sandbox.rollbook.io/log"
+LOG_ANNOTATION = "sandbox.rollbook.dev/log"  # the scenario format's annotation (loader.py)
 DEFAULT_WATCH_SECONDS = 1800.0  # the real server picks 30-60 min; ours is bounded as well
 _log = logging.getLogger(__name__)
 
