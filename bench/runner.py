@@ -236,6 +236,7 @@ def rollbook_run(label: str, numbers: Sequence[int], target: tuple[str, str], en
            "-n", target[0], "--rollout", target[1], "--out", str(out_dir)]
     if numbers != STEP_SETS["all six"]:
         cmd += ["--steps", ",".join(map(str, numbers))]
+    spawned = time.time()  # wall clock, comparable with record.json's timestamps
     seconds, memory, done = _timed(cmd, env)
     if done.returncode != 0:
         raise SystemExit(f"bench: `{' '.join(cmd)}` exited {done.returncode}:\n{done.stderr[-3000:]}")
@@ -246,7 +247,11 @@ def rollbook_run(label: str, numbers: Sequence[int], target: tuple[str, str], en
               "runner_seconds": _span(record["started_at"], record["finished_at"]),
               # started_at -> first step: snapshot, first kernels' start; last step -> finished_at: the record
               "before_first_step": min(_span(record["started_at"], s["started_at"]) for s in ran),
-              "after_last_step": _span(record["started_at"], record["finished_at"]) - last_end}
+              "after_last_step": _span(record["started_at"], record["finished_at"]) - last_end,
+              # finished_at is stamped before record.json/report.html/bundle are written: measure from
+              # the outside what follows the last step (record writing, kernel stop, interpreter exit)
+              "spawn_to_started_at": _epoch(record["started_at"]) - spawned,
+              "last_step_to_exit": spawned + seconds - (_epoch(record["started_at"]) + last_end)}
     return Measured("rollbook run", label, seconds, memory, detail)
 
 
@@ -257,6 +262,13 @@ def floor_run(label: str, numbers: Sequence[int], shape: str, env: dict[str, str
     if done.returncode != 0:
         raise SystemExit(f"bench: the {shape} floor exited {done.returncode}:\n{done.stderr[-3000:]}")
     return Measured(f"floor, {shape}", label, seconds, memory, json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _epoch(stamp: str) -> float:
+    """POSIX seconds of an RFC 3339 timestamp of record.json."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _span(start: str, end: str) -> float:
@@ -389,14 +401,16 @@ def breakdown(results: Sequence[Measured], extra: dict[str, Any]) -> list[str]:
         names = list(runs[0].detail["steps"])
         cells = [f"{n} {statistics.median(r.detail['steps'][n]['seconds'] for r in runs):.2f}" for n in names]
         verdicts = {n: runs[0].detail["steps"][n]["verdict"] for n in names}
-        inside = statistics.median(r.detail["runner_seconds"] for r in runs)
         wall = statistics.median(r.seconds for r in runs)
         before = statistics.median(r.detail["before_first_step"] for r in runs)
         after = statistics.median(r.detail["after_last_step"] for r in runs)
-        lines.append(f"- {steps}: {', '.join(cells)}; wall {wall:.2f} s = {wall - inside:.2f} s before record "
-                     f"`started_at` (interpreter start, imports, parameter validation) + {inside:.2f} s inside, of "
-                     f"which {before:.2f} s before the first step starts (snapshot, kernels starting) and "
-                     f"{after:.2f} s after the last step ends (record, report, bundle); verdicts {verdicts}")
+        spawn = statistics.median(r.detail["spawn_to_started_at"] for r in runs)
+        tail = statistics.median(r.detail["last_step_to_exit"] for r in runs)
+        lines.append(f"- {steps}: {', '.join(cells)}; wall {wall:.2f} s = {spawn:.2f} s from spawn to record "
+                     f"`started_at` (interpreter start, imports, parameter validation, preflight) + {before:.2f} s "
+                     f"to the first step (snapshot, kernels starting) + steps + {tail:.2f} s from the last step's "
+                     f"end to exit (record.json, report.html, bundle, kernel stop, interpreter exit; of which "
+                     f"{after:.2f} s before `finished_at`); verdicts {verdicts}")
     lines.append("Floor kernels, median seconds per kernel (launch / ready after its go / "
                  "`from rollbook import steps` / stop):")
     for steps in STEP_SETS:
