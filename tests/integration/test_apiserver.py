@@ -64,7 +64,9 @@ def test_discovery_documents(h: Harness) -> None:
     api = h.api_client()
     assert client.CoreApi(api).get_api_versions().versions == ["v1"]
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(api).get_api_versions().groups}
-    assert groups == {"apps": "apps/v1", "argoproj.io": "argoproj.io/v1alpha1",
+    assert groups == {"apps": "apps/v1", "argoproj.io": "argoproj.io/v1alpha1", "batch": "batch/v1",
+                      "autoscaling": "autoscaling/v2", "policy": "policy/v1",
+                      "networking.k8s.io": "networking.k8s.io/v1",
                       "authorization.k8s.io": "authorization.k8s.io/v1",
                       "authentication.k8s.io": "authentication.k8s.io/v1"}
     core = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}

@@ -317,8 +317,28 @@ def test_a_hand_written_folder(tmp_path: Path) -> None:
     assert datetime.now(UTC) - parse(rs["metadata"]["creationTimestamp"]) > timedelta(minutes=59)
 
 
-def test_a_kind_the_sandbox_does_not_serve_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "sts.yaml").write_text("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: api}\n")
+def test_a_kind_the_sandbox_does_not_serve_is_skipped_and_reported(tmp_path: Path) -> None:
+    (tmp_path / "vs.yaml").write_text("apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\n"
+                                      "metadata: {name: api, namespace: prod}\n")
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: api, namespace: prod}\n"
+                                      "data: {mode: fast}\n")
+    store = Store()
+    info = load_scenario(store, tmp_path)
+    assert info.skipped == ["VirtualService 'api' from vs.yaml: the sandbox does not serve "
+                            "networking.istio.io/v1beta1 VirtualService"]
+    assert store.get("configmaps", "prod", "api")["data"] == {"mode": "fast"}   # the rest of the world loads
+
+
+def test_a_document_without_a_kind_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text("apiVersion: v1\nmetadata: {name: api}\n")
     with pytest.raises(ScenarioError) as e:
         load_scenario(Store(), tmp_path)
-    assert "StatefulSet" in str(e.value) and "sts.yaml" in str(e.value)
+    assert "without a kind" in str(e.value) and "x.yaml" in str(e.value)
+
+
+def test_cluster_scoped_kinds_load_without_a_namespace(tmp_path: Path) -> None:
+    (tmp_path / "cat.yaml").write_text("apiVersion: argoproj.io/v1alpha1\nkind: ClusterAnalysisTemplate\n"
+                                       "metadata: {name: mc-evidence-ok}\nspec: {metrics: []}\n")
+    store = Store()
+    load_scenario(store, tmp_path)
+    assert store.get("clusteranalysistemplates", None, "mc-evidence-ok")["spec"] == {"metrics": []}

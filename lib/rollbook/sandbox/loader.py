@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import yaml
 
 from rollbook.errors import ConfigError, UsageError
-from rollbook.sandbox.store import LOG_ANNOTATION, SANDBOX_NODE, StoreError, sandbox_node
+from rollbook.sandbox.store import LOG_ANNOTATION, RESOURCES, SANDBOX_NODE, StoreError, sandbox_node
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 HASH_LABEL = "rollouts-pod-template-hash"
@@ -34,8 +34,16 @@ KINDS: dict[str, tuple[str, int]] = {
     "Secret": ("secrets", 1),
     "Service": ("services", 1),
     "Endpoints": ("endpoints", 1),
+    "Ingress": ("ingresses", 1),
+    "PodDisruptionBudget": ("poddisruptionbudgets", 1),
+    "HorizontalPodAutoscaler": ("horizontalpodautoscalers", 1),
     "AnalysisTemplate": ("analysistemplates", 1),
+    "ClusterAnalysisTemplate": ("clusteranalysistemplates", 1),
     "Deployment": ("deployments", 2),
+    "StatefulSet": ("statefulsets", 2),
+    "DaemonSet": ("daemonsets", 2),
+    "Job": ("jobs", 2),
+    "CronJob": ("cronjobs", 2),
     "Rollout": ("rollouts", 3),
     "ReplicaSet": ("replicasets", 4),
     "Pod": ("pods", 5),
@@ -91,7 +99,7 @@ class ScenarioInfo:
     rollouts: list[tuple[str, str]]          # (namespace, name)
     mc_state: dict[str, Any] | None
     counts: dict[str, int] = field(default_factory=dict)   # plural -> objects created
-    skipped: list[str] = field(default_factory=list)       # objects a real API server would refuse, and why
+    skipped: list[str] = field(default_factory=list)       # objects not loaded (refused, or a kind not served), and why
 
 
 @dataclass
@@ -124,7 +132,8 @@ def load_scenario(store: StoreLike, name_or_path: str | Path, *, now: datetime |
     """Load a scenario folder into ``store``; return what it holds (MC state included)."""
     folder = resolve(name_or_path)
     at = now or datetime.now(UTC)
-    docs = [_Doc(resolve_times(d.obj, at), d.source) for d in read_folder(folder)]
+    unserved: list[str] = []
+    docs = [_Doc(resolve_times(d.obj, at), d.source) for d in read_folder(folder, unserved)]
     mc_state = read_mc_state(folder, at)
     objs = _complete([d.obj for d in docs])
     created, skipped = _create_all(store, objs)
@@ -134,7 +143,7 @@ def load_scenario(store: StoreLike, name_or_path: str | Path, *, now: datetime |
     counts: dict[str, int] = {}
     for o in created:
         counts[KINDS[o["kind"]][0]] = counts.get(KINDS[o["kind"]][0], 0) + 1
-    return ScenarioInfo(folder.name, folder, namespaces, rollouts, mc_state, counts, skipped)
+    return ScenarioInfo(folder.name, folder, namespaces, rollouts, mc_state, counts, unserved + skipped)
 
 
 # --------------------------------------------------------------------------- reading
@@ -144,12 +153,24 @@ def load_scenario(store: StoreLike, name_or_path: str | Path, *, now: datetime |
 STATE_FILES = ("mc", "prometheus")
 
 
-def read_folder(folder: Path) -> list[_Doc]:
-    """Every object of every YAML file but the stand-ins' state files, sorted by kind, file-name order."""
+def read_folder(folder: Path, unserved: list[str] | None = None) -> list[_Doc]:
+    """Every object of every YAML file but the stand-ins' state files, sorted by kind, file-name order.
+
+    Objects of a kind the sandbox does not serve (a service mesh's VirtualService, a ServiceMonitor...)
+    are left out with a warning and listed in ``unserved``: the rest of the world still loads.
+    """
     docs: list[_Doc] = []
     files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.stem not in STATE_FILES)
     for path in files:
-        docs.extend(_read_file(path))
+        for doc in _read_file(path):
+            if doc.obj["kind"] in KINDS:
+                docs.append(doc)
+                continue
+            why = (f"{doc.obj['kind']} {doc.obj['metadata']['name']!r} from {path.name}: the sandbox does not serve "
+                   f"{doc.obj.get('apiVersion', '?')} {doc.obj['kind']}")
+            _log.warning("scenario: skipped %s", why)
+            if unserved is not None:
+                unserved.append(why)
     if not docs:
         raise ScenarioError(f"Scenario folder {folder} holds no Kubernetes objects.",
                             hint="Add YAML files with Rollouts, ReplicaSets, Pods, AnalysisRuns, ...")
@@ -172,11 +193,12 @@ def _read_file(path: Path) -> list[_Doc]:
 
 
 def _check(obj: Any, path: Path) -> Obj:
-    """Refuse documents that are not objects of a kind the sandbox serves."""
+    """Refuse documents that are not Kubernetes objects (a kind the sandbox does not serve is the caller's call)."""
     kind = obj.get("kind") if isinstance(obj, dict) else None
-    if kind not in KINDS:
-        raise ScenarioError(f"Scenario file {path} holds a {kind!r} object, which the sandbox does not serve.",
-                            hint=f"Use only these kinds: {', '.join(KINDS)}.")
+    if not isinstance(kind, str) or not kind:
+        raise ScenarioError(f"Scenario file {path} holds a document without a kind: {str(obj)[:80]!r}.",
+                            hint=f"Every document needs apiVersion, kind and metadata.name; served kinds: "
+                                 f"{', '.join(KINDS)}.")
     if not obj.get("metadata", {}).get("name"):
         raise ScenarioError(f"Scenario file {path} holds a {kind} without metadata.name.",
                             hint="Give every object a name.")
@@ -238,8 +260,10 @@ def _complete(objs: list[Obj]) -> list[Obj]:
             o["apiVersion"] = "apps/v1"
         for volatile in ("resourceVersion", "selfLink"):   # from `kubectl get -o yaml`; the store owns these
             meta.pop(volatile, None)
-        if o["kind"] != "Namespace":
+        if RESOURCES[KINDS[o["kind"]][0]].namespaced:
             meta.setdefault("namespace", "default")
+        else:
+            meta.pop("namespace", None)
         meta.setdefault("uid", str(uuid.uuid4()))
     objs = _missing_namespaces(objs) + objs
     for o in objs:
@@ -252,7 +276,7 @@ def _complete(objs: list[Obj]) -> list[Obj]:
 def _missing_namespaces(objs: list[Obj]) -> list[Obj]:
     """Namespace objects for namespaces used but not declared."""
     declared = {o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"}
-    used = sorted({o["metadata"]["namespace"] for o in objs if o["kind"] != "Namespace"} - declared)
+    used = sorted({o["metadata"]["namespace"] for o in objs if o["metadata"].get("namespace")} - declared)
     return [{"apiVersion": "v1", "kind": "Namespace",
              "metadata": {"name": ns, "uid": str(uuid.uuid4()), "labels": {"kubernetes.io/metadata.name": ns}}}
             for ns in used]
@@ -361,7 +385,7 @@ def _create_one(store: StoreLike, obj: Obj) -> None:
     """Create one object, its status and (for pods) its log text."""
     plural = KINDS[obj["kind"]][0]
     log = (obj["metadata"].get("annotations") or {}).pop(LOG_ANNOTATION, None)
-    ns = None if obj["kind"] == "Namespace" else obj["metadata"]["namespace"]
+    ns = obj["metadata"].get("namespace") if RESOURCES[plural].namespaced else None
     if obj["kind"] == "Namespace" and _exists(store, obj["metadata"]["name"]):
         # The cluster already has it (a sandbox made with its namespace): take the scenario's labels.
         meta = {k: obj["metadata"][k] for k in ("labels", "annotations") if obj["metadata"].get(k)}

@@ -7,6 +7,7 @@ import os
 import secrets
 import shlex
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -203,7 +204,7 @@ class Sandbox:
                  "rollouts": [{"namespace": ns, "name": name} for ns, name in self.rollouts],
                  "env": str(self.env_file), "mc_token_file": str(self.mc_token_file),
                  "prometheus_url": self.prometheus_url, "services_url": self.services_url,
-                 "config": str(self.config_file)}
+                 "config": str(self.config_file), "skipped": list(self.info.skipped) if self.info else []}
         tmp = self.ready_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.ready_file)
@@ -232,6 +233,8 @@ def serve(scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbo
                   f"{sb.startup_seconds:.2f}s (API {sb.kube_url}, MC {sb.mc_url}); try: "
                   f"source {shlex.quote(str(sb.env_file))}; kubectl get rollouts -A   (Ctrl-C stops it)",
                   flush=True)
+            for why in sb.info.skipped if sb.info else []:
+                print(f"rollbook sandbox: not loaded: {why}", file=sys.stderr, flush=True)
             while not stop.wait(1.0):   # bounded waits; a signal ends the loop within a second at most
                 pass
     finally:

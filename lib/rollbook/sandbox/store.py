@@ -86,6 +86,15 @@ RESOURCES: dict[str, Resource] = {
                  has_scale=True),
         Resource("deployments", "apps", "v1", "Deployment", short_names=("deploy",), categories=("all",),
                  has_scale=True),
+        Resource("statefulsets", "apps", "v1", "StatefulSet", short_names=("sts",), categories=("all",),
+                 has_scale=True),
+        Resource("daemonsets", "apps", "v1", "DaemonSet", short_names=("ds",), categories=("all",)),
+        Resource("jobs", "batch", "v1", "Job", categories=("all",)),
+        Resource("cronjobs", "batch", "v1", "CronJob", short_names=("cj",), categories=("all",)),
+        Resource("horizontalpodautoscalers", "autoscaling", "v2", "HorizontalPodAutoscaler", short_names=("hpa",),
+                 categories=("all",)),
+        Resource("poddisruptionbudgets", "policy", "v1", "PodDisruptionBudget", short_names=("pdb",)),
+        Resource("ingresses", "networking.k8s.io", "v1", "Ingress", short_names=("ing",)),
         Resource("rollouts", _ARGO, "v1alpha1", "Rollout", short_names=("ro",), builtin=False, has_scale=True),
         Resource("analysisruns", _ARGO, "v1alpha1", "AnalysisRun", short_names=("ar",), builtin=False),
         Resource(
@@ -93,6 +102,10 @@ RESOURCES: dict[str, Resource] = {
             short_names=("at",), builtin=False,
         ),
         Resource("experiments", _ARGO, "v1alpha1", "Experiment", short_names=("exp",), builtin=False),
+        Resource(
+            "clusteranalysistemplates", _ARGO, "v1alpha1", "ClusterAnalysisTemplate", namespaced=False,
+            has_status=False, short_names=("cat",), builtin=False,
+        ),
     )
 }
 
