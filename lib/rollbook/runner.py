@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import nbformat
 import papermill
-from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
@@ -403,7 +403,7 @@ class QuickReadyClient(AsyncKernelClient):
         self._handle_kernel_info_reply(msg)
         return True
 
-    async def wait_for_ready(self, timeout: float | None = None) -> None:  # type: ignore[override]
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
         """Return once the kernel answers kernel_info and IOPub is connected; bounded by `timeout`."""
         deadline = time.monotonic() + (60.0 if timeout is None else timeout)
         while not await self._ready_once():
