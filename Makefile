@@ -17,16 +17,22 @@ $(TVENV)/.stamp: pyproject.toml
 	$(TVENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
+# Byte-compile our own package (an editable install is not compiled by pip): every kernel a run starts
+# imports it, and with PYTHONDONTWRITEBYTECODE set (as on CI machines) nothing would ever be cached.
 demo: $(VENV)/.stamp
+	$(VENV)/bin/python -m compileall -q lib
 	$(VENV)/bin/rollbook demo
 
 test: $(TVENV)/.stamp
+	$(TVENV)/bin/python -m compileall -q lib
 	$(TVENV)/bin/python -m pytest -n 2 -q
 
 sandbox: $(VENV)/.stamp
+	$(VENV)/bin/python -m compileall -q lib
 	$(VENV)/bin/rollbook sandbox
 
 bench: $(TVENV)/.stamp
+	$(TVENV)/bin/python -m compileall -q lib
 	$(TVENV)/bin/python bench/read_model.py
 	$(TVENV)/bin/python bench/runner.py
 
