@@ -14,7 +14,7 @@ $(VENV)/.stamp: pyproject.toml
 $(TVENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(TVENV)
 	$(TVENV)/bin/pip install -q --upgrade pip
-	$(TVENV)/bin/pip install -q -e '.[test]'
+	$(TVENV)/bin/pip install -q -e '.[test,dev]'
 	touch $@
 
 # Byte-compile our own package (an editable install is not compiled by pip): every kernel a run starts
@@ -24,6 +24,8 @@ demo: $(VENV)/.stamp
 	$(VENV)/bin/rollbook demo
 
 test: $(TVENV)/.stamp
+	$(TVENV)/bin/ruff check lib bench tests
+	$(TVENV)/bin/mypy
 	$(TVENV)/bin/python -m compileall -q lib
 	$(TVENV)/bin/python -m pytest -n 2 -q
 
@@ -41,7 +43,6 @@ lab: $(VENV)/.stamp
 	@echo "then: source .sandbox/env.sh && $(VENV)/bin/jupyter lab runbooks/   (--allow-root as root)"
 
 lint: $(TVENV)/.stamp
-	$(TVENV)/bin/pip install -q -e '.[test,dev]'
 	$(TVENV)/bin/ruff check lib bench tests
 	$(TVENV)/bin/mypy
 
