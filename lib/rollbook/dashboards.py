@@ -17,15 +17,15 @@ import httpx
 
 from rollbook.config import Config
 from rollbook.errors import ConfigError
-from rollbook.paging import (
+from rollbook.outbound import (
     DEFAULT_RETRY,
-    Image,
     Outbound,
     RetryPolicy,
     ServiceProtocolError,
     fetch,
     require_secret,
 )
+from rollbook.paging import Image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Rendering a panel takes Grafana's headless browser seconds, not milliseconds.

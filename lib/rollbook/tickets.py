@@ -17,7 +17,7 @@ import httpx
 
 from rollbook.config import Config, Service
 from rollbook.errors import ConfigError
-from rollbook.paging import (
+from rollbook.outbound import (
     DEFAULT_RETRY,
     Delivery,
     Outbound,
