@@ -63,8 +63,8 @@ def metric_kind(run: AnalysisRunInfo, metric: MetricResult) -> MetricKind:
 
 
 def failing(run: AnalysisRunInfo) -> tuple[MetricResult, ...]:
-    """Metric results whose phase is Failed or Error."""
-    return tuple(m for m in run.metric_results if m.phase in ("Failed", "Error"))
+    """Metric results whose phase is Failed or Error; dry-run metrics never fail a run, so they do not count."""
+    return tuple(m for m in run.metric_results if m.phase in ("Failed", "Error") and not m.dry_run)
 
 
 def trigger_of(run: AnalysisRunInfo | None) -> Trigger:
@@ -168,7 +168,8 @@ def metric_rows(run: AnalysisRunInfo) -> list[dict[str, Any]]:
     for m in run.metric_results:
         last = m.last
         rows.append({
-            "metric": m.name, "kind": metric_kind(run, m), "provider": m.provider, "phase": m.phase,
+            "metric": m.name, "kind": metric_kind(run, m), "provider": m.provider,
+            "phase": f"{m.phase} (dry run: does not count)" if m.dry_run else m.phase,
             "count": m.count, "successful": m.successful, "failed": m.failed, "error": m.error,
             "inconclusive": m.inconclusive,
             "last value": _short(last.value) if last else None,
@@ -341,6 +342,36 @@ def loop_info(view: RolloutView, *, threshold: int = 2) -> LoopInfo:
             and r.phase in ("Failed", "Error") and (rev is None or r.revision in (0, rev))]
     retries = max((retry_number(r.name) for r in runs), default=0)
     return LoopInfo(rev, tuple(sorted(r.name for r in runs)), retries, len(runs) >= threshold)
+
+
+_ABORTED_REVISION = re.compile(r"aborted update to revision (\d+)", re.IGNORECASE)
+
+
+def first_abort(view: RolloutView) -> tuple[datetime | None, str]:
+    """When the canary of this revision was first aborted, and how we know.
+
+    ``status.abortedAt`` is reset by every abort, so after a retry that aborted again it is the *last*
+    abort. The first one is the earliest of: that, the first RolloutAborted event for the revision, and
+    the end of the earliest failed analysis of the same revision (the run that triggered it).
+    """
+    rev = view.canary_revision
+    candidates: list[tuple[datetime, str]] = []
+    if (t := parse_time(view.aborted_at)) is not None:
+        candidates.append((t, "status.abortedAt"))
+    for e in view.events:
+        m = _ABORTED_REVISION.search(e.message or "")
+        if e.reason == "RolloutAborted" and (rev is None or m is None or int(m.group(1)) == rev):
+            if (t := parse_time(e.first_timestamp or e.last_timestamp)) is not None:
+                candidates.append((t, "the first RolloutAborted event"))
+    for name in loop_info(view).failed_runs:
+        run = next((r for r in view.analysis_runs if r.name == name), None)
+        ends = [parse_time(x.finished_at) for m in (run.metric_results if run else ()) for x in m.measurements]
+        known = [t for t in ends if t is not None]
+        if known:
+            candidates.append((max(known), f"the end of failed analysis {name}"))
+    if not candidates:
+        return None, "no abort time known"
+    return min(candidates)
 
 
 def escalation_deadline(aborted_at: datetime | None, incident_start: datetime | None) -> datetime | None:

@@ -262,8 +262,6 @@ def test_slo_metric_error_is_an_error_not_an_slo_regression(play: Callable[..., 
     assert_closed_out(p)
 
 
-@pytest.mark.xfail(strict=True, reason="step 4 treats an errored SLO metric as the evidence path: it recommends "
-                   "a retry on MC's verdict alone and never names the errored Prometheus metric")
 def test_slo_metric_error_retry_advice_names_what_errored(play: Callable[..., Played]) -> None:
     p = play("slo-metric-error-prometheus-down")
     w = target(p)
@@ -292,8 +290,6 @@ def test_dry_run_failure_does_not_hide_the_evidence_reason(play: Callable[..., P
     assert f["escalate"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="diagnosis.failing()/trigger_of() count a dry-run metric's Failed phase: "
-                   "trigger evidence+slo and the dry-run metric listed among failed_metrics")
 def test_dry_run_failure_is_not_a_trigger(play: Callable[..., Played]) -> None:
     p = play("dry-run-metric-failed")
     w, f = target(p), p.findings
@@ -304,8 +300,6 @@ def test_dry_run_failure_is_not_a_trigger(play: Callable[..., Played]) -> None:
     assert f["trigger"] == "evidence"
 
 
-@pytest.mark.xfail(strict=True, reason="step 4 takes the SLO path for a failed dry-run metric: it records an undo "
-                   "dry run instead of the retry the fixed evidence allows")
 def test_dry_run_failure_evidence_fixed_leads_to_retry_not_undo(play: Callable[..., Played], tmp_path: Path) -> None:
     sbom = tmp_path / "sbom.json"
     sbom.write_text(json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []}))
@@ -360,8 +354,6 @@ def test_retried_once_reads_the_newest_run_and_escalates_before_the_deadline(pla
     assert p.result.exit_code == 4
 
 
-@pytest.mark.xfail(strict=True, reason="escalation_deadline() counts 15 minutes from status.abortedAt, which the "
-                   "retry's second abort reset; the incident began at the first abort")
 def test_retried_once_escalation_deadline_counts_from_the_first_abort(play: Callable[..., Played]) -> None:
     p = play("retried-once-invalid-sbom")
     w = target(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -162,7 +163,17 @@ def _providers(run: Mapping[str, Any]) -> dict[str, str]:
     return result
 
 
-def build_metric_result(raw: Mapping[str, Any], provider: str | None) -> MetricResult:
+def _dry_run_names(run: Mapping[str, Any]) -> list[str]:
+    """``spec.dryRun[].metricName`` patterns ("*" means every metric), as Argo's dry-run mode reads them."""
+    return [str(d.get("metricName", "")) for d in (run.get("spec") or {}).get("dryRun") or [] if isinstance(d, dict)]
+
+
+def _is_dry_run(name: str, patterns: list[str], raw: Mapping[str, Any]) -> bool:
+    """A metric result in dry-run mode: flagged by the controller, or named by the run's spec.dryRun."""
+    return bool(raw.get("dryRun")) or any(p == "*" or fnmatch.fnmatchcase(name, p) for p in patterns if p)
+
+
+def build_metric_result(raw: Mapping[str, Any], provider: str | None, dry_run: bool = False) -> MetricResult:
     """A MetricResult; the MC verdict is parsed for the evidence gate's web metric."""
     name = str(raw.get("name", ""))
     with_verdict = name in VERDICT_METRICS and provider in (None, "web")
@@ -179,6 +190,7 @@ def build_metric_result(raw: Mapping[str, Any], provider: str | None) -> MetricR
         message=raw.get("message") or None,
         measurements=tuple(build_measurement(m, with_verdict=with_verdict) for m in raw.get("measurements") or []),
         raw=dict(raw),
+        dry_run=dry_run,
     )
 
 
@@ -187,7 +199,10 @@ def build_analysis_run(run: Mapping[str, Any]) -> AnalysisRunInfo:
     meta, status = run.get("metadata") or {}, run.get("status") or {}
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     providers = _providers(run)
-    results = tuple(build_metric_result(mr, providers.get(str(mr.get("name")))) for mr in status.get("metricResults") or [])
+    dry = _dry_run_names(run)
+    results = tuple(build_metric_result(mr, providers.get(str(mr.get("name"))),
+                                        _is_dry_run(str(mr.get("name", "")), dry, mr))
+                    for mr in status.get("metricResults") or [])
     phase = status.get("phase") or "Pending"
     kind = labels.get("rollout-type", "Unknown")
     step = labels.get("step-index", "")

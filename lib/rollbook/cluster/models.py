@@ -153,6 +153,7 @@ class MetricResult:
     message: str | None
     measurements: tuple[Measurement, ...]
     raw: RawObject = field(repr=False, compare=False)
+    dry_run: bool = False  # listed in the run's spec.dryRun: measured, but it cannot fail the run
 
     @property
     def last(self) -> Measurement | None:
@@ -195,8 +196,8 @@ class AnalysisRunInfo:
 
     @property
     def failed_metrics(self) -> tuple[str, ...]:
-        """Names of metrics whose phase is Failed or Error."""
-        return tuple(m.name for m in self.metric_results if m.phase in ("Failed", "Error"))
+        """Names of metrics whose phase is Failed or Error (dry-run metrics do not count, as in Argo)."""
+        return tuple(m.name for m in self.metric_results if m.phase in ("Failed", "Error") and not m.dry_run)
 
 
 @dataclass(frozen=True)

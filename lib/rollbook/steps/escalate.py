@@ -35,7 +35,7 @@ def assess(view: RolloutView, *, incident_start: datetime | None, now: datetime,
     loop = dx.loop_info(view)
     complete, problems = dx.rollback_complete(view) if view.aborted else (True, [])
     health = dx.stable_health(view, baseline)
-    aborted_at = dx.parse_time(view.aborted_at)
+    aborted_at, abort_source = dx.first_abort(view)
     deadline = dx.escalation_deadline(aborted_at, incident_start)
     reasons = []
     if loop.looping:
@@ -53,7 +53,8 @@ def assess(view: RolloutView, *, incident_start: datetime | None, now: datetime,
     due = bool(reasons)
     minutes_since = round((now - aborted_at).total_seconds() / 60, 1) if aborted_at else None
     facts = {"loop": loop.__dict__, "rollback_complete": complete, "stable_health": health,
-             "aborted_at": view.aborted_at, "incident_start": dx.iso(incident_start),
+             "aborted_at": view.aborted_at, "first_abort_at": dx.iso(aborted_at), "first_abort_from": abort_source,
+             "incident_start": dx.iso(incident_start),
              "deadline": dx.iso(deadline), "past_deadline": bool(deadline and now >= deadline),
              "minutes_since_abort": minutes_since, "reasons": reasons,
              "note": "The Rollout stays Degraded by design until its spec is reverted; its phase alone is not "

@@ -78,9 +78,19 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
         findings |= {"slo": slo_ev.findings_json(), "slo_canary_only": slo_ev.canary_only}
         facts["slo_source"] = slo_ev.source
     notes = [in_run.explanation]
-    if trigger == "error" and live.verdict is not None and live.verdict.ok:
-        notes.append(f"MC answers now and passes release {live.release_id}: the gate errored because MC could not "
-                     "answer then; a retry is appropriate once MC is healthy (step 4).")
+    if trigger == "error" and run is not None:
+        errored = [m for m in dx.failing(run) if m.phase == "Error"]
+        by_kind = {dx.metric_kind(run, m) for m in errored}
+        if "evidence" in by_kind and live.verdict is not None and live.verdict.ok:
+            notes.append(f"MC answers now and passes release {live.release_id}: the gate errored because MC could "
+                         "not answer then; a retry is appropriate once MC is healthy (step 4).")
+        others = [m for m in errored if dx.metric_kind(run, m) != "evidence"]
+        if others:
+            notes.append("Errored, not failed (their provider did not answer, nothing was judged): "
+                         + "; ".join(f"{m.name} ({m.provider or 'provider unknown'}): "
+                                     f"{(m.last.message if m.last else None) or m.message or 'no message'}"
+                                     for m in others)
+                         + ". Step 4 checks whether it answers now before a retry.")
     if not advice["playbook_selector_works"]:
         notes.append(f"The playbook's `{advice['playbook_command']}` matches nothing here (no `rollout` label "
                      f"on the runs); use `{advice['working_command']}`.")

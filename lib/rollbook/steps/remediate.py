@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, cast, get_args
 
 from rollbook import diagnosis as dx
-from rollbook.cluster import ActionResult, RolloutView, WaitTimeout, retry, undo, wait_for_rollout
+from rollbook.cluster import ActionResult, AnalysisRunInfo, RolloutView, WaitTimeout, retry, undo, wait_for_rollout
 from rollbook.errors import EvidenceError, PreconditionError, RollbookError
 from rollbook.evidence import ItemType, Listing, Verdict
 from rollbook.steps.core import Incident, Outcome, StepVerdict
@@ -47,6 +47,7 @@ class Plan:
     verdict_before: Verdict | None = None
     verdict_after: Verdict | None = None
     blockers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the operator should know even when nothing blocks
     mutations: list[dict[str, Any]] = field(default_factory=list)
     slo: SloEvidence = field(default_factory=lambda: SloEvidence(note="Not an SLO failure: no SLO evidence to show."))
 
@@ -200,6 +201,8 @@ def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str
     if trigger in ("slo", "evidence+slo"):
         plan.slo = gather(incident, view, run)
         facts["slo"] = plan.slo.findings_json()
+    if trigger == "error" and run is not None:
+        _errored_slo_metrics(incident, view, run, plan, facts)
     plan.blockers += preconditions(incident, view)
     facts |= {"path": path, "blockers": plan.blockers, "attached": plan.attached,
               "verdict_before": _v(plan.verdict_before), "verdict_after": _v(plan.verdict_after),
@@ -208,6 +211,35 @@ def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str
     if path == "slo":
         return plan, _slo_outcome(incident, view, plan, undo_approval, facts, findings)
     return plan, _evidence_outcome(incident, view, plan, retry_approval, watch_seconds, facts, findings)
+
+
+def _errored_slo_metrics(incident: Incident, view: RolloutView, run: AnalysisRunInfo, plan: Plan,
+                         facts: dict[str, Any]) -> None:
+    """An SLO metric that errored (its provider did not answer) judged nothing: a retry re-measures it.
+
+    So ask Prometheus now: if it still cannot answer, a retry would error again (blocker); if it answers
+    and the canary breaches, this is an SLO regression after all (blocker); otherwise say what was seen.
+    """
+    errored = [m for m in dx.failing(run) if m.phase == "Error" and dx.metric_kind(run, m) == "slo"]
+    if not errored:
+        return
+    why = "; ".join(f"{m.name}: {(m.last.message if m.last else None) or m.message or 'no message'}" for m in errored)
+    names = ", ".join(m.name for m in errored)
+    plan.slo = gather(incident, view, run)
+    facts["slo"] = plan.slo.findings_json()
+    facts["errored_metrics"] = [m.name for m in errored]
+    if plan.slo.source != "prometheus":
+        plan.blockers.append(f"the SLO metric(s) {names} errored ({why}) and Prometheus still cannot be asked "
+                             f"({plan.slo.note or 'no answer'}): a retry would re-measure them and error again; "
+                             "restore the analysis' access to Prometheus first")
+        return
+    breached = [f.name for f in plan.slo.findings if f.breached and f.name in names.split(", ")]
+    if breached:
+        plan.blockers.append(f"the SLO metric(s) {names} errored at the time ({why}); Prometheus answers now and "
+                             f"the canary breaches {', '.join(breached)}: an SLO regression, not only an outage")
+    else:
+        plan.notes.append(f"the SLO metric(s) {names} errored at the time ({why}); Prometheus answers again now "
+                          "and the canary is within its thresholds, so a retry can measure them")
 
 
 def _v(v: Verdict | None) -> dict[str, Any] | None:
@@ -228,9 +260,10 @@ def _evidence_outcome(incident: Incident, view: RolloutView, plan: Plan, approva
             plan.mutations.append(mutation_line(dry, approval))
         except RollbookError as e:
             facts["dry_run_error"] = str(e)
+        noted = "".join(f" Note: {n}." for n in plan.notes)
         return Outcome(4, "remediate-and-retry", "needs_human",
                        f"MC now passes release {plan.release_id} and the preconditions hold: a retry would be sent "
-                       "(dry run only). Re-run with --approve-retry --approver WHO --ticket REF to send it.",
+                       f"(dry run only). Re-run with --approve-retry --approver WHO --ticket REF to send it.{noted}",
                        facts, findings, ["`retry` re-runs the same release's steps and a new AnalysisRun; "
                                          "it does not roll back."])
     before = {r.name for r in view.canary_runs}
