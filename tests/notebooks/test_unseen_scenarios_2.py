@@ -421,9 +421,6 @@ def test_workload_ref_slo_regression_is_read_without_a_rollout_template(play: Ca
     assert_closed_out(p)
 
 
-@pytest.mark.xfail(strict=True, reason="step 4 recommends `--approve-undo` to the stable revision although its own "
-                   "undo dry run was skipped ('current template already matches': a workloadRef Rollout has no template, "
-                   "so the plugin's comparison sees a match); the rollback is a revert of the Deployment, never named")
 def test_workload_ref_undo_advice_targets_the_deployment(play: Callable[..., Played]) -> None:
     p = play("workload-ref-slo-regression")
     w = target(p)

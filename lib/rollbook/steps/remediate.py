@@ -213,6 +213,30 @@ def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str
     return plan, _evidence_outcome(incident, view, plan, retry_approval, watch_seconds, facts, findings)
 
 
+def _workload_ref_outcome(view: RolloutView, plan: Plan, kind: str, name: str, facts: dict[str, Any],
+                          findings: dict[str, Any]) -> Outcome:
+    """SLO regression on a Rollout whose pod template lives in a workloadRef: revert that, not the Rollout.
+
+    The plugin's `undo` patches the Rollout's own spec.template; with a workloadRef the Rollout has none
+    (setting one is an InvalidSpec) and the plugin skips it as "already matches". Argo follows the
+    referenced workload's template, so reverting that is the rollback, fast-tracked like an undo.
+    """
+    stable = view.stable_rs
+    images = ", ".join(stable.images) if stable and stable.images else None
+    facts["workload_ref"] = {"kind": kind, "name": name}
+    findings["undone"] = False
+    target = (f" (stable ReplicaSet {stable.name}, revision {stable.revision}"
+              + (f", image {images}" if images else "") + ")") if stable else ""
+    alone = {True: " The regression is the canary's alone (stable within thresholds).",
+             False: " Stable breached too: look beyond this release.", None: ""}[plan.slo.canary_only]
+    return Outcome(4, "remediate-and-retry", "needs_human",
+                   f"SLO regression in release {plan.release_id}:{alone} A retry would re-run the same release, so none "
+                   f"is sent. Rollout {view.name} takes its pod template from {kind} {name} (workloadRef), so "
+                   f"`undo` cannot revert it: revert {kind} {name}'s pod template to the stable release{target} — "
+                   f"in its source of truth (GitOps), or `kubectl rollout undo {kind.lower()}/{name} -n "
+                   f"{view.namespace}` — and Argo fast-tracks the rollback; or ship a fixed release.", facts, findings)
+
+
 def _errored_slo_metrics(incident: Incident, view: RolloutView, run: AnalysisRunInfo, plan: Plan,
                          facts: dict[str, Any]) -> None:
     """An SLO metric that errored (its provider did not answer) judged nothing: a retry re-measures it.
@@ -293,6 +317,10 @@ def _slo_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Ap
     rv = str((view.raw.get("metadata") or {}).get("resourceVersion") or "") or None
     stable = view.stable_rs
     target = stable.revision if stable else None
+    workload = ((view.raw.get("spec") or {}).get("workloadRef") or {})
+    if workload.get("name"):
+        return _workload_ref_outcome(view, plan, str(workload.get("kind") or "Deployment"), str(workload["name"]),
+                                     facts, findings)
     # what stops an undo: not the regression itself, the identity or MC's verdict (undo goes back to the
     # stable release), only a changed world (preconditions)
     other = [b for b in plan.blockers if "changed since the snapshot" in b or "no longer aborted" in b]
