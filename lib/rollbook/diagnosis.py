@@ -277,23 +277,29 @@ def progressing_condition(view: RolloutView) -> dict[str, Any]:
     return {}
 
 
-def pod_rows(pods: tuple[PodInfo, ...]) -> list[dict[str, Any]]:
-    """Pods as a table: status, ready, restarts, images, release-id, probes."""
+def pod_rows(pods: tuple[PodInfo, ...], release_key: str = "release-id") -> list[dict[str, Any]]:
+    """Pods as a table: status, ready, restarts, images, release id (under its label key), probes."""
     return [
         {"pod": p.name, "status": p.status, "ready": p.ready, "restarts": p.restarts,
-         "images": ", ".join(p.images), "release-id": p.release_id,
+         "images": ", ".join(p.images), release_key: p.labels.get(release_key),
          "readiness probe": all(c.readiness_probe for c in p.containers) if p.containers else False,
          "liveness probe": all(c.liveness_probe for c in p.containers) if p.containers else False}
         for p in pods
     ]
 
 
+def stable_pod_rows(view: RolloutView) -> list[dict[str, Any]]:
+    """The stable ReplicaSet's pods as a table (release id under the label key the analysis uses)."""
+    return pod_rows(view.stable_rs.pods if view.stable_rs else (), release_label(view).key)
+
+
 def replicaset_rows(view: RolloutView) -> list[dict[str, Any]]:
     """ReplicaSets highest revision first, tagged as the plugin does."""
+    key = release_label(view).key
     return [
         {"revision": rs.revision, "replicaset": rs.name, "tags": ",".join(rs.tags), "status": rs.status,
          "desired": rs.desired, "available": rs.available, "images": ", ".join(rs.images),
-         "release-id": rs.release_id}
+         key: rs.template_labels.get(key)}
         for rs in sorted(view.replicasets, key=lambda r: -r.revision)
     ]
 
@@ -301,19 +307,67 @@ def replicaset_rows(view: RolloutView) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- identity
 
 
+DEFAULT_RELEASE_LABEL = "release-id"
+_LABEL_FIELD = re.compile(r"labels\[['\"]([^'\"]+)['\"]\]")
+
+
+@dataclass(frozen=True)
+class ReleaseLabel:
+    """Where the release id lives: the pod label key, and the analysis argument that carries it."""
+
+    key: str
+    arg: str
+    source: str
+
+
+def release_label(view: RolloutView) -> ReleaseLabel:
+    """The release label the analysis is wired to: the label a step's analysis argument reads by fieldRef.
+
+    The playbook says `release-id`; teams use their own keys (`app.example/release`). The Rollout's own
+    analysis args say which (``valueFrom.fieldRef.fieldPath: metadata.labels['KEY']`` or
+    ``spec.template.metadata.labels['KEY']``); an argument named like a release wins over others.
+    """
+    strategy = (view.raw.get("spec") or {}).get("strategy") or {}
+    canary, bg = strategy.get("canary") or {}, strategy.get("blueGreen") or {}
+    analyses = [s.get("analysis") or {} for s in canary.get("steps") or [] if isinstance(s, dict)]
+    analyses += [canary.get("analysis") or {}, bg.get("prePromotionAnalysis") or {},
+                 bg.get("postPromotionAnalysis") or {}]
+    found: list[tuple[str, str]] = []
+    for analysis in analyses:
+        for arg in analysis.get("args") or []:
+            path = str((((arg.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")) or "")
+            if (m := _LABEL_FIELD.search(path)) is not None:
+                found.append((m.group(1), str(arg.get("name") or "")))
+    found.sort(key=lambda f: ("release" not in f[1].lower(), "release" not in f[0].lower()))
+    if found:
+        key, arg = found[0]
+        return ReleaseLabel(key, arg or DEFAULT_RELEASE_LABEL, f"analysis argument {arg!r} reads label {key!r}")
+    return ReleaseLabel(DEFAULT_RELEASE_LABEL, DEFAULT_RELEASE_LABEL, "the playbook's release-id label")
+
+
 def canary_release_id(view: RolloutView) -> tuple[str | None, str]:
-    """The canary's release-id: live pods if any, else its ReplicaSet's template, else the Rollout's."""
+    """The canary's release id: live pods if any, else its ReplicaSet's template, else the Rollout's."""
+    key = release_label(view).key
     canary = view.canary_rs
     if canary is not None:
-        live = sorted({p.release_id for p in canary.pods if p.release_id})
+        live = sorted({p.labels[key] for p in canary.pods if p.labels.get(key)})
         if len(live) == 1:
-            return live[0], f"live canary pods of {canary.name}"
-        if canary.release_id:
-            return canary.release_id, f"pod template of canary ReplicaSet {canary.name}"
-    label = view.template_labels.get("release-id")
+            return live[0], f"label {key} of live canary pods of {canary.name}"
+        if canary.template_labels.get(key):
+            return canary.template_labels[key], f"label {key} in the pod template of canary ReplicaSet {canary.name}"
+    label = view.template_labels.get(key)
     if label:
-        return label, f"spec.template of Rollout {view.name}"
-    return None, "no release-id label on canary pods, canary ReplicaSet or Rollout template"
+        return label, f"label {key} in spec.template of Rollout {view.name}"
+    return None, f"no {key} label on canary pods, canary ReplicaSet or Rollout template"
+
+
+def stable_release_id(view: RolloutView) -> tuple[str | None, str]:
+    """The stable ReplicaSet's release id (the prior release, or the promoted one)."""
+    stable = view.stable_rs
+    if stable is None:
+        return None, "no stable ReplicaSet"
+    key = release_label(view).key
+    return stable.template_labels.get(key), f"label {key} of stable ReplicaSet {stable.name} (revision {stable.revision})"
 
 
 # --------------------------------------------------------------------------- loops and escalation

@@ -381,16 +381,12 @@ def test_release_label_key_findings_that_do_not_need_the_label(play: Callable[..
     assert p.mc_writes() == []
 
 
-@pytest.mark.xfail(strict=True, reason="canary_release_id()/ReplicaSetInfo.release_id read only the `release-id` "
-                   "label; the label the analysis step's fieldRef names is ignored, so identity is not established")
 def test_release_label_key_identity_from_the_analysis_fieldref(play: Callable[..., Played]) -> None:
     p = play("release-id-other-label")
     assert_identity(p)
     assert p.step("validate-release-identity")["verdict"] == "pass"
 
 
-@pytest.mark.xfail(strict=True, reason="verify-closeout's expected_production() reads the stable ReplicaSet's "
-                   "`release-id` label only: with another key it expects nothing and never passes")
 def test_release_label_key_closeout(play: Callable[..., Played]) -> None:
     p = play("release-id-other-label")
     w = target(p)

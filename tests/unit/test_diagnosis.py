@@ -169,10 +169,25 @@ def test_release_id_prefers_live_canary_pods_then_template_then_rollout() -> Non
     canary_pods = [pod("c1", "web-c1-a", release="web-2.0-live")]
     stable_pods = [pod("s1", "web-s1-a")]
     assert dx.canary_release_id(view_with(pods=canary_pods + stable_pods, canary_available=1)) == (
-        "web-2.0-live", "live canary pods of web-c1")
+        "web-2.0-live", "label release-id of live canary pods of web-c1")
     assert dx.canary_release_id(view_with(pods=stable_pods))[0] == "web-2.0"
     no_rs = build_view(rollout(labels={"release-id": "web-3.0"}), [], [], [], [])
     assert dx.canary_release_id(no_rs)[0] == "web-3.0"
+
+
+def test_release_label_key_comes_from_the_analysis_fieldref() -> None:
+    ro = rollout(labels={"release-id": "stale", "app.example/release": "web-4.0"})
+    ro["spec"]["strategy"] = {"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [
+        {"templateName": "mc-evidence-ok"}], "args": [
+        {"name": "service", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+        {"name": "release", "valueFrom": {"fieldRef": {
+            "fieldPath": "spec.template.metadata.labels['app.example/release']"}}}]}}]}}
+    view = build_view(ro, [], [], [], [])
+    assert dx.release_label(view) == dx.ReleaseLabel(
+        "app.example/release", "release", "analysis argument 'release' reads label 'app.example/release'")
+    assert dx.canary_release_id(view) == ("web-4.0", "label app.example/release in spec.template of Rollout web")
+    plain = build_view(rollout(labels={"release-id": "web-3.0"}), [], [], [], [])
+    assert dx.release_label(plain).key == "release-id"
     assert dx.canary_release_id(build_view(rollout(), [], [], [], []))[0] is None
 
 

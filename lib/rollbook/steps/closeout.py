@@ -13,10 +13,7 @@ from rollbook.steps.escalate import baseline_restarts
 
 def expected_production(view: RolloutView) -> tuple[str | None, str]:
     """Which release MC should show as current: the stable ReplicaSet's (prior release, or the promoted one)."""
-    stable = view.stable_rs
-    if stable is None:
-        return None, "no stable ReplicaSet"
-    return stable.release_id, f"release-id of stable ReplicaSet {stable.name} (revision {stable.revision})"
+    return dx.stable_release_id(view)
 
 
 def mc_current(incident: Incident, service: str | None) -> tuple[dict[str, Any] | None, str | None]:

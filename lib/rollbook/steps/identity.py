@@ -37,9 +37,10 @@ def validate(view: RolloutView, expected: str | None, mc_known: dict[str, Any] |
     sources: dict[str, tuple[str | None, str]] = {"canary": (canary, how)}
     if in_run.verdict is not None:
         sources["evidence payload"] = (in_run.verdict.release_id, f"value of {in_run.metric} in {run.name if run else '?'}")
-    arg = dx.run_args(run).get("release-id")
+    arg_name = dx.release_label(view).arg
+    arg = dx.run_args(run).get(arg_name)
     if arg:
-        sources["analysis argument"] = (arg, f"spec.args release-id of {run.name if run else '?'}")
+        sources["analysis argument"] = (arg, f"spec.args {arg_name} of {run.name if run else '?'}")
     if expected:
         sources["expected (parameter)"] = (expected, "release_id parameter")
     if mc_known:
