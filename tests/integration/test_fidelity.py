@@ -481,8 +481,6 @@ def test_apply_server_dry_run_and_diff_change_nothing(fkc: Kubectl, fresh: Sandb
     assert fresh.store.get("rollouts", NS, "web") == before
 
 
-@pytest.mark.xfail(strict=True, reason="server-side apply is a merge (apiserver._apply): no managedFields, so "
-                   "fields a manager stops applying are never removed")
 def test_server_side_apply_removes_fields_the_manager_dropped(fkc: Kubectl, fresh: Sandbox, tmp_path: Path) -> None:
     ro = make_rollout("web", labels={"a": "1", "b": "2"})
     assert fkc("apply", "--server-side", "-n", NS, "-f", write(tmp_path, "ro.yaml", ro)).stdout.strip() == \
@@ -494,8 +492,6 @@ def test_server_side_apply_removes_fields_the_manager_dropped(fkc: Kubectl, fres
     assert ("kubectl", "Apply") in {(m["manager"], m["operation"]) for m in live["metadata"]["managedFields"]}
 
 
-@pytest.mark.xfail(strict=True, reason="server-side apply has no field ownership (apiserver._apply): a field "
-                   "another manager owns is silently overwritten instead of a 409 apply conflict")
 def test_server_side_apply_conflict_with_another_manager(fkc: Kubectl, tmp_path: Path) -> None:
     ro = make_rollout("web")
     path = write(tmp_path, "ro.yaml", ro)

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from rollbook.sandbox import openapi, protobuf, tables, validation
+from rollbook.sandbox import fieldmanager, openapi, protobuf, tables, validation
 from rollbook.sandbox.store import (
     RESOURCES,
     Resource,
@@ -629,7 +629,7 @@ class _Dispatch:
             raise bad_request("the body of a create must be a JSON object")
         self._validate_fields(route, body)
         obj = self.api.store.create(route.res.plural, route.namespace, body, dry_run=self.dry_run,
-                                    implicit_namespace=False)
+                                    implicit_namespace=False, manager=self.manager)
         self.h.send_json(201, obj)
 
     def _update(self, route: Route) -> None:
@@ -643,7 +643,7 @@ class _Dispatch:
             return
         self._validate_fields(route, body)
         obj = self.api.store.replace(route.res.plural, route.namespace, route.name, body,
-                                     subresource=route.sub, dry_run=self.dry_run)
+                                     subresource=route.sub, dry_run=self.dry_run, manager=self.manager)
         self.h.send_json(200, obj)
 
     def _patch(self, route: Route) -> None:
@@ -673,15 +673,25 @@ class _Dispatch:
             self._write_scale(route, apply_patch(res, route.name, current, body, patch_type))
             return
         obj = store.patch(res.plural, route.namespace, route.name, body, patch_type,
-                          subresource=route.sub, dry_run=self.dry_run)
+                          subresource=route.sub, dry_run=self.dry_run, manager=self.manager)
         self.h.send_json(200, obj)
 
+    @property
+    def manager(self) -> str:
+        """The field manager of this write (``fieldManager``, else from the User-Agent, as upstream)."""
+        return fieldmanager.manager_of(self.query.get("fieldManager", ""), self.h.headers.get("User-Agent", ""))
+
     def _apply(self, route: Route, body: Any) -> None:
-        """Server-side apply, approximated: create when absent, else a merge of the applied fields."""
+        """Server-side apply with field ownership (fieldmanager); on a subresource, a merge of the fields."""
         assert route.name is not None
         store, res = self.api.store, route.res
         if not isinstance(body, dict):
             raise bad_request("an apply patch must be an object")
+        if not route.sub:
+            obj, created = store.apply(res.plural, route.namespace, route.name, body, manager=self.manager,
+                                       force=self.query.get("force") == "true", dry_run=self.dry_run)
+            self.h.send_json(201 if created else 200, obj)
+            return
         try:
             store.get(res.plural, route.namespace, route.name)
         except StoreError as e:

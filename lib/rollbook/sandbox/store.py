@@ -25,6 +25,8 @@ from typing import Any
 
 import jsonpatch
 
+from rollbook.sandbox import fieldmanager
+
 JSON = dict[str, Any]
 JSONList = list[JSON]  # aliases: inside Store, ``list`` names the method
 Listener = Callable[[str, str, JSON], None]
@@ -675,7 +677,7 @@ class Store:
 
     def create(
         self, plural: str, namespace: str | None, obj: JSON, *, dry_run: bool = False, system: bool = False,
-        implicit_namespace: bool = True,
+        implicit_namespace: bool = True, manager: str | None = None, managed_fields: JSONList | None = None,
     ) -> JSON:
         """Create an object; ``system=True`` (loader only) keeps the given uid, timestamp, generation, status.
 
@@ -684,6 +686,10 @@ class Store:
         """
         res = resource(plural)
         new = self._prepare_create(res, namespace, _jsonable(obj), system)
+        if managed_fields is not None:
+            new["metadata"]["managedFields"] = managed_fields
+        elif manager:
+            new["metadata"]["managedFields"] = fieldmanager.record_update(None, new, manager, res.api_version)
         name, ns = new["metadata"]["name"], new["metadata"].get("namespace")
         events: list[_Event] = []
         with self._lock:
@@ -701,7 +707,7 @@ class Store:
 
     def replace(
         self, plural: str, namespace: str | None, name: str, obj: JSON, *,
-        subresource: str | None = None, dry_run: bool = False,
+        subresource: str | None = None, dry_run: bool = False, manager: str | None = None,
     ) -> JSON:
         """PUT: a stale ``metadata.resourceVersion`` is a 409; status rules as the real server."""
         res = resource(plural)
@@ -712,11 +718,11 @@ class Store:
         rv = str(meta.get("resourceVersion") or "")
         if not rv and not res.builtin:
             raise invalid(res, name, "metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")
-        return self._update(res, namespace, name, lambda _old: body, subresource, dry_run, rv)
+        return self._update(res, namespace, name, lambda _old: body, subresource, dry_run, rv, manager=manager)
 
     def patch(
         self, plural: str, namespace: str | None, name: str, body: Any, patch_type: str, *,
-        subresource: str | None = None, dry_run: bool = False,
+        subresource: str | None = None, dry_run: bool = False, manager: str | None = None,
     ) -> JSON:
         """PATCH with ``merge`` | ``json`` | ``strategic`` (415 for strategic on custom resources)."""
         res = resource(plural)
@@ -724,8 +730,37 @@ class Store:
             raise unsupported_patch()
         return self._update(
             res, namespace, name, lambda old: apply_patch(res, name, old, _jsonable(body), patch_type),
-            subresource, dry_run, None,
+            subresource, dry_run, None, manager=manager,
         )
+
+    def apply(
+        self, plural: str, namespace: str | None, name: str, body: JSON, *, manager: str, force: bool = False,
+        dry_run: bool = False,
+    ) -> tuple[JSON, bool]:
+        """Server-side apply by ``manager``: (the object, whether it was created). Conflicts are a 409."""
+        res = resource(plural)
+        applied = _jsonable(body)
+        with self._lock:
+            exists = self._key_of(res, namespace, name) in self._objects
+        if not exists:
+            merged = fieldmanager.apply(None, applied, manager, force=force, api_version=res.api_version)
+            fields = merged["metadata"].pop("managedFields", [])
+            return self.create(plural, namespace, merged, dry_run=dry_run, implicit_namespace=False,
+                               managed_fields=fields), True
+        outcome: dict[str, JSON] = {}
+
+        def make(current: JSON) -> JSON:
+            outcome["applied"] = fieldmanager.apply(current, applied, manager, force=force,
+                                                    api_version=res.api_version)
+            return outcome["applied"]
+
+        obj = self._update(res, namespace, name, make, None, dry_run, None,
+                           fields=lambda _old, _new: outcome["applied"]["metadata"]["managedFields"])
+        return obj, False
+
+    def _key_of(self, res: Resource, namespace: str | None, name: str) -> tuple[str, str, str]:
+        """The store key of a name."""
+        return (res.plural, (namespace or "") if res.namespaced else "", name)
 
     def set_status(self, plural: str, namespace: str | None, name: str, status: JSON) -> JSON:
         """Replace an object's status (for the loader and the controller), unconditionally."""
@@ -885,9 +920,13 @@ class Store:
 
     def _update(
         self, res: Resource, namespace: str | None, name: str, make: Callable[[JSON], JSON],
-        subresource: str | None, dry_run: bool, expect_rv: str | None,
+        subresource: str | None, dry_run: bool, expect_rv: str | None, *, manager: str | None = None,
+        fields: Callable[[JSON, JSON], JSONList] | None = None,
     ) -> JSON:
-        """Read-modify-write under the lock; no resourceVersion bump when nothing changed."""
+        """Read-modify-write under the lock; no resourceVersion bump when nothing changed.
+
+        ``manager`` records the write in managedFields (API writes); ``fields`` sets them outright (apply).
+        """
         with self._lock:
             old = self._require(res, namespace, name)
             candidate = make(copy.deepcopy(old))
@@ -895,6 +934,12 @@ class Store:
             if want_rv and want_rv != old["metadata"]["resourceVersion"]:
                 raise conflict(res, name)
             new = _merge_update(res, old, candidate, subresource)
+            if fields is not None:
+                new["metadata"]["managedFields"] = fields(old, new)
+            elif manager and not subresource:
+                new["metadata"]["managedFields"] = fieldmanager.record_update(old, new, manager, res.api_version)
+            if not new["metadata"].get("managedFields"):
+                new["metadata"].pop("managedFields", None)
             if _comparable(new) == _comparable(old) or dry_run:
                 return copy.deepcopy(new)
             event = self._store(res.plural, new, old, "MODIFIED")
@@ -1076,7 +1121,7 @@ def _merge_update(res: Resource, old: JSON, candidate: JSON, subresource: str | 
     new = {**candidate, "apiVersion": res.api_version, "kind": res.kind}
     meta = dict(candidate.get("metadata") or {})
     for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion",
-                "deletionTimestamp", "deletionGracePeriodSeconds"):
+                "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
         meta.pop(key, None)
         if key in old["metadata"]:
             meta[key] = old["metadata"][key]
