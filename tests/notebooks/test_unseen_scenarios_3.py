@@ -324,3 +324,48 @@ def test_revisions_above_100_and_failure_limit_2(play: Callable[..., Played]) ->
     assert service != w.name and mc_current(p, service) == w.release_of(w.stable_rs)
     assert_closed_out(p)
     assert p.result.exit_code == 0
+
+
+# --------------------------------------------------------------------------- 6. evidence re-attached under another id
+
+
+def _twins(p: Played, release: str) -> list[str]:
+    """Other MC release ids of the same artifact (same digest) as `release`, from MC's state as loaded."""
+    releases = p.mc_before["releases"]
+    digest = next(r["artifact_digest"] for r in releases if r["release_id"] == release)
+    return [r["release_id"] for r in releases if r["artifact_digest"] == digest and r["release_id"] != release]
+
+
+def test_evidence_on_another_id_does_not_make_the_canary_pass(play: Callable[..., Played]) -> None:
+    p = play("evidence-reattached-other-id", approve_retry=True, approver="noor", ticket="CHG-2291")
+    w, f = target(p), p.findings
+    canary = w.release_of(w.canary_rs)
+    twins = _twins(p, canary)
+    # what makes this adversarial: the same artifact under another id passes in MC, the canary's id does not
+    assert twins and all(mc_live(p, t)["ok"] for t in twins) and mc_live(p, canary)["ok"] is False
+    run = w.failed_run
+    assert f["trigger"] == "evidence" and f["failed_metrics"] == w.counted_failures(run)
+    assert f["mc_reason"] == stored_verdict(run)["reason"]
+    step2 = p.step("inspect-evidence")
+    assert step2["facts"]["mc_live_ok"] is False and step2["facts"]["mc_live_reason"] == mc_live(p, canary)["reason"]
+    assert_identity(p)  # the canary is still the id the analysis asked about, not the twin
+    assert not any(t in (f["release_id"], f["evidence_release_id"]) for t in twins)
+    assert_rollback_state(p)
+    # approved, but MC still fails the id the analysis will ask about: a retry would abort again
+    step4 = p.step("remediate-and-retry")
+    assert step4["verdict"] == "needs_human" and f["retried"] is False and ("retry", False) not in mutations(p)
+    assert_nothing_mutated(p)
+    assert p.mc_writes() == []
+    assert f["escalate"] is False
+    assert_closed_out(p)
+
+
+@pytest.mark.xfail(strict=True, reason="step 4's 'No retry: MC still says ok=false: ...' names what is missing but not the release id "
+                   "it must be attached to (remediate.py blocker text)")
+def test_evidence_on_another_id_advice_names_the_canary_id(play: Callable[..., Played]) -> None:
+    p = play("evidence-reattached-other-id")
+    w = target(p)
+    canary = w.release_of(w.canary_rs)
+    missing = mc_live(p, canary)["missing"]
+    reason = p.step("remediate-and-retry")["reason"]
+    assert canary in reason and all(m in reason for m in missing), reason
