@@ -7,11 +7,12 @@ AnalysisRuns (and MC's answers, passed in). The step notebooks call these throug
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from rollbook.cluster.models import AnalysisRunInfo, MetricResult, PodInfo, RolloutView
+from rollbook.cluster.models import AnalysisRunInfo, MetricResult, PodInfo, ReplicaSetInfo, RolloutView
 from rollbook.evidence import Verdict, parse_verdict
 
 Trigger = Literal["evidence", "slo", "evidence+slo", "error", "other", "none"]
@@ -53,13 +54,32 @@ def metric_spec(run: AnalysisRunInfo, name: str) -> dict[str, Any]:
 
 def metric_kind(run: AnalysisRunInfo, metric: MetricResult) -> MetricKind:
     """Evidence gate (a web call to MC's evidence-status, or the playbook's metric name), SLO, or other."""
-    provider = metric_spec(run, metric.name).get("provider") or {}
+    return kind_of_metric(metric.name, metric_spec(run, metric.name), metric.provider)
+
+
+def kind_of_metric(name: str, spec: Mapping[str, Any], provider_name: str | None = None) -> MetricKind:
+    """The kind of a metric from its spec (an AnalysisRun's or an AnalysisTemplate's)."""
+    provider = spec.get("provider") or {}
     web = provider.get("web") or {}
-    if metric.name == "mc-evidence-ok" or "evidence" in str(web.get("url", "")):
+    if name == "mc-evidence-ok" or "evidence" in str(web.get("url", "")):
         return "evidence"
-    if metric.provider in SLO_PROVIDERS or any(p in provider for p in SLO_PROVIDERS):
+    if provider_name in SLO_PROVIDERS or any(p in provider for p in SLO_PROVIDERS):
         return "slo"
     return "other"
+
+
+def trigger_from_abort(view: RolloutView, template_metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Trigger, list[str]]:
+    """When the failed run is gone (garbage-collected): the trigger from the abort message and the templates.
+
+    The message keeps the metric and its assessed phase; the referenced template says what measured it.
+    """
+    abort = view.abort
+    if abort is None or not abort.metric:
+        return "none", []
+    if abort.assessed_phase == "Error":
+        return "error", [abort.metric]
+    kind = kind_of_metric(abort.metric, template_metrics.get(abort.metric) or {})
+    return ("other" if kind == "other" else kind), [abort.metric]
 
 
 def failing(run: AnalysisRunInfo) -> tuple[MetricResult, ...]:
@@ -286,6 +306,22 @@ def pod_rows(pods: tuple[PodInfo, ...], release_key: str = "release-id") -> list
          "liveness probe": all(c.liveness_probe for c in p.containers) if p.containers else False}
         for p in pods
     ]
+
+
+def release_image(view: RolloutView, rs: ReplicaSetInfo | None) -> str | None:
+    """The image of the container the release changes (a sidecar listed first is not the release).
+
+    The container whose image differs between the stable and canary templates; when none differs (or
+    there is no canary), the first container's.
+    """
+    if rs is None or not rs.images:
+        return None
+    stable, canary = view.stable_rs, view.canary_rs
+    if stable is not None and canary is not None and len(stable.images) == len(canary.images):
+        changed = [i for i, (a, b) in enumerate(zip(stable.images, canary.images, strict=True)) if a != b]
+        if changed and changed[0] < len(rs.images):
+            return rs.images[changed[0]]
+    return rs.images[0]
 
 
 def stable_pod_rows(view: RolloutView) -> list[dict[str, Any]]:

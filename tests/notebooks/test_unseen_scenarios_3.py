@@ -172,8 +172,6 @@ def assert_mc_calls_bounded(p: Played) -> None:
     assert sum(per_path.values()) <= 60, per_path
 
 
-@pytest.mark.xfail(strict=True, reason="verify-closeout reports an unreachable MC as 'the service is unknown "
-                   "(MC does not know the release)' (closeout.py: the service lookup's error is dropped)")
 def test_mc_down_closeout_says_mc_is_unreachable(play: Callable[..., Played]) -> None:
     p = play("mc-unreachable-during-triage", setup=_mc_down("html"))  # the quick variant: a login page is not retried
     step6 = p.step("verify-closeout")
@@ -207,8 +205,6 @@ def test_run_gone_reason_comes_from_mc_live_and_nothing_is_guessed(play: Callabl
     assert_closed_out(p)
 
 
-@pytest.mark.xfail(strict=True, reason="with the run gone, trigger is 'none' and failed_metrics [] although the "
-                   "abort message names the metric that Failed (diagnosis.py derives the trigger only from runs)")
 def test_run_gone_trigger_is_read_from_the_abort_message(play: Callable[..., Played]) -> None:
     p = play("analysisrun-garbage-collected")
     w, f = target(p), p.findings
@@ -250,8 +246,6 @@ def assert_identity_without_failed_run(p: Played) -> None:
     assert f["evidence_release_id"] in (None, canary) and f["release_identity_ok"] is not False
 
 
-@pytest.mark.xfail(strict=True, reason="step 1 says 'Degraded (analysis  in revision N)' for an abort whose "
-                   "message names no analysis (confirm.py falls back to the word 'analysis' with an empty phase)")
 def test_abort_by_hand_step1_does_not_blame_an_analysis(play: Callable[..., Played]) -> None:
     p = play("aborted-by-hand")
     reason = p.step("confirm-rollback-status")["reason"]
@@ -276,8 +270,6 @@ def test_sidecar_first_findings_and_closeout(play: Callable[..., Played]) -> Non
     assert_closed_out(p)
 
 
-@pytest.mark.xfail(strict=True, reason="findings.stable_image is containers[0]'s image (the vault-agent sidecar), "
-                   "not the released app container's (confirm.py: stable.images[0])")
 def test_sidecar_first_stable_image_is_the_app_containers(play: Callable[..., Played]) -> None:
     p = play("sidecar-first-app-changed")
     w = target(p)
@@ -360,8 +352,6 @@ def test_evidence_on_another_id_does_not_make_the_canary_pass(play: Callable[...
     assert_closed_out(p)
 
 
-@pytest.mark.xfail(strict=True, reason="step 4's 'No retry: MC still says ok=false: ...' names what is missing but not the release id "
-                   "it must be attached to (remediate.py blocker text)")
 def test_evidence_on_another_id_advice_names_the_canary_id(play: Callable[..., Played]) -> None:
     p = play("evidence-reattached-other-id")
     w = target(p)
@@ -392,7 +382,8 @@ def test_previous_revision_aborted_undo_goes_back_to_stable_not_to_it(play: Call
     assert f["analysis_run"] == run["metadata"]["name"]
     assert_identity(p)
     assert f["stable_revision"] == w.revision_of(w.stable_rs) and f["canary_revision"] == w.revision_of(w.canary_rs)
-    assert f["stable_is_previous_release"] is False  # the revision below the canary is the other aborted one
+    # the revision just below the canary aborted itself and never went live: stable is the previous release
+    assert f["stable_is_previous_release"] is True
     # the plugin's default undo target (second-highest revision) is the release that already failed: never that
     step4 = p.step("remediate-and-retry")
     undo = [m for m in step4["findings"]["mutations"] if m["action"] == "undo"]
@@ -409,10 +400,6 @@ def test_previous_revision_aborted_undo_goes_back_to_stable_not_to_it(play: Call
     assert p.mc_writes() == []
 
 
-@pytest.mark.xfail(strict=True, reason="step 1 fails ('do not assume traffic is on the last good version') and "
-                   "close-out refuses ('stable is the previous release') although stable is the last release that "
-                   "went live and the revision in between aborted itself (confirm.py / closeout.py take "
-                   "'previous' as the highest revision below the canary)")
 def test_previous_revision_aborted_rollback_is_confirmed_and_closed(play: Callable[..., Played]) -> None:
     p = play("previous-revision-also-aborted")
     w = target(p)

@@ -28,6 +28,7 @@ from rollbook.cluster.rollout import (
     list_rollouts,
     pod_logs,
     read_rollout,
+    template_metrics,
     wait_for,
     wait_for_rollout,
 )
@@ -37,5 +38,5 @@ __all__ = [
     "Measurement", "MetricResult", "NoRevision", "PodInfo", "ReplicaSetInfo", "RolloutSummary", "RolloutView",
     "SentRequest", "StaleRollout", "Stats", "WaitTimeout", "abort", "analysisrun_command", "build_analysis_run", "build_view",
     "connect", "derive_phase", "list_rollouts", "parse_abort_message", "parse_number", "pod_logs",
-    "read_rollout", "retry", "undo", "wait_for", "wait_for_rollout",
+    "read_rollout", "retry", "template_metrics", "undo", "wait_for", "wait_for_rollout",
 ]

@@ -35,6 +35,8 @@ from rollbook.errors import (
 RESOURCES: dict[str, tuple[str, str]] = {
     "rollouts": ("/apis/argoproj.io/v1alpha1", "Rollout"),
     "analysisruns": ("/apis/argoproj.io/v1alpha1", "AnalysisRun"),
+    "analysistemplates": ("/apis/argoproj.io/v1alpha1", "AnalysisTemplate"),
+    "clusteranalysistemplates": ("/apis/argoproj.io/v1alpha1", "ClusterAnalysisTemplate"),
     "replicasets": ("/apis/apps/v1", "ReplicaSet"),
     "pods": ("/api/v1", "Pod"),
     "events": ("/api/v1", "Event"),
@@ -163,9 +165,9 @@ class Cluster:
     # ------------------------------------------------------------------- typed helpers
 
     def path(self, plural: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        """The URL path of a namespaced resource, object or subresource."""
+        """The URL path of a resource, object or subresource (cluster-scoped when ``namespace`` is "")."""
         prefix = RESOURCES[plural][0]
-        path = f"{prefix}/namespaces/{quote(namespace, safe='')}/{plural}"
+        path = f"{prefix}/namespaces/{quote(namespace, safe='')}/{plural}" if namespace else f"{prefix}/{plural}"
         if name is not None:
             path += f"/{quote(name, safe='')}"
         if subresource:

@@ -295,12 +295,30 @@ class RolloutView:
 
     @property
     def previous_rs(self) -> ReplicaSetInfo | None:
-        """The ReplicaSet with the highest revision below the canary's: the previous release."""
+        """The previous release: the last one that went live before the canary.
+
+        That is the stable ReplicaSet when its revision is below the canary's: Argo's stable only moves
+        forward, and an undo renumbers the restored ReplicaSet to max+1, so a ReplicaSet between the two
+        (an earlier canary that was aborted and superseded) never went live. Otherwise the highest
+        revision below the canary's.
+        """
         below = self.canary_revision
         if below is None:
             return None
+        stable = self.stable_rs
+        if stable is not None and 0 < stable.revision < below:
+            return stable
         older = [rs for rs in self.replicasets if 0 < rs.revision < below]
         return max(older, key=lambda rs: rs.revision, default=None)
+
+    @property
+    def superseded_rs(self) -> tuple[ReplicaSetInfo, ...]:
+        """ReplicaSets between the stable and the canary revision: releases that never went live."""
+        stable, below = self.stable_rs, self.canary_revision
+        if stable is None or below is None:
+            return ()
+        return tuple(sorted((rs for rs in self.replicasets if stable.revision < rs.revision < below),
+                            key=lambda rs: rs.revision))
 
     @property
     def stable_is_previous(self) -> bool | None:

@@ -28,7 +28,7 @@ from rollbook.cluster.models import (
     RolloutView,
     Strategy,
 )
-from rollbook.errors import ClusterUnavailable, PreconditionError
+from rollbook.errors import ClusterUnavailable, PreconditionError, RollbookError
 
 if TYPE_CHECKING:  # the fetch layer only calls Cluster's methods; kubernetes stays in connect.py
     from rollbook.cluster.connect import Cluster
@@ -563,6 +563,34 @@ def _hash_selector(hashes: Iterable[str | None]) -> str:
     """``rollouts-pod-template-hash in (a,b)``, or empty when there is no hash."""
     known = sorted({h for h in hashes if h})
     return f"{HASH_LABEL} in ({','.join(known)})" if known else ""
+
+
+def template_metrics(cluster: Cluster, rollout: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Metric name -> metric spec from the (Cluster)AnalysisTemplates the Rollout's analyses reference.
+
+    Used when the AnalysisRun itself is gone (Argo garbage-collects old runs): the abort message still
+    names the metric, and its template says which provider measured it. A template that cannot be read
+    (deleted, forbidden) is skipped: the caller then knows less, it does not fail.
+    """
+    strategy = (rollout.get("spec") or {}).get("strategy") or {}
+    canary, bg = strategy.get("canary") or {}, strategy.get("blueGreen") or {}
+    analyses = [s.get("analysis") or {} for s in canary.get("steps") or [] if isinstance(s, dict)]
+    analyses += [canary.get("analysis") or {}, bg.get("prePromotionAnalysis") or {},
+                 bg.get("postPromotionAnalysis") or {}]
+    namespace = str((rollout.get("metadata") or {}).get("namespace") or "")
+    metrics: dict[str, dict[str, Any]] = {}
+    for ref in (t for a in analyses for t in a.get("templates") or [] if t.get("templateName")):
+        name = str(ref["templateName"])
+        try:
+            if ref.get("clusterScope"):
+                data = cluster.get("clusteranalysistemplates", "", name)
+            else:
+                data = cluster.get("analysistemplates", namespace, name)
+        except RollbookError:
+            continue
+        for metric in (data.get("spec") or {}).get("metrics") or []:
+            metrics.setdefault(str(metric.get("name")), dict(metric))
+    return metrics
 
 
 def read_rollout(

@@ -54,7 +54,7 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
     }
     facts: dict[str, Any] = {"checks": checks, "stable_replicaset": stable.name if stable else None,
              "stable_images": list(stable.images) if stable else [], "stable_image_tag":
-             dx.image_tag(stable.images[0]) if stable and stable.images else None,
+             dx.image_tag(img) if (img := dx.release_image(view, stable)) else None,
              "previous_replicaset": previous.name if previous else None, "pod_images": pod_images,
              "readiness_probes_defined": all(probes) if probes else False, "stable_health": health,
              "expected_current_release": expected, "mc_current": current, "mc_problem": mc_problem,
@@ -124,12 +124,13 @@ def run(incident: Incident, *, apply_closeout: bool = False) -> tuple[RolloutVie
     view = incident.view()
     expected, _ = expected_production(view)
     service = None
+    mc_error = None
     if expected:
         try:
             service = incident.mc.release(expected).service
-        except EvidenceError:
-            service = None
-    current, problem = mc_current(incident, service)
+        except EvidenceError as e:
+            mc_error = str(e)  # MC down, or it does not know the release: say which, not a guess
+    current, problem = mc_current(incident, service) if service else (None, mc_error or "no expected release")
     reported = report_rollback(incident, view, service, expected, current, apply=apply_closeout)
     if reported and reported.get("sent"):
         current, problem = mc_current(incident, service)

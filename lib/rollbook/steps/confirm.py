@@ -74,6 +74,7 @@ def confirm(incident: Incident, view: RolloutView, waited: float | None, wait_pr
         "canary_revision": view.canary_revision,
         "canary_images": list(canary.images) if canary else [],
         "canary_available": canary.available if canary else None,
+        "superseded_revisions": [{"replicaset": rs.name, "revision": rs.revision} for rs in view.superseded_rs],
         "rollback_complete": complete, "rollback_problems": problems,
         "waited_seconds": waited, "wait_problem": wait_problem,
     }
@@ -81,7 +82,7 @@ def confirm(incident: Incident, view: RolloutView, waited: float | None, wait_pr
         "phase": view.phase, "status_message": view.message or None,
         "stable_revision": stable.revision if stable else None,
         "canary_revision": view.canary_revision if view.aborted or view.phase != "Healthy" else None,
-        "stable_image": stable.images[0] if stable and stable.images else None,
+        "stable_image": dx.release_image(view, stable),
         "stable_is_previous_release": view.stable_is_previous,
         "aborted_at": view.aborted_at,
     }
@@ -100,6 +101,11 @@ def confirm(incident: Incident, view: RolloutView, waited: float | None, wait_pr
         return Outcome(1, "confirm-rollback-status", "fail",
                        f"The rollback did not complete: {'; '.join(problems)}.",
                        facts, findings, notes)
+    if view.superseded_rs:
+        notes.append("Between stable and canary: " + ", ".join(f"revision {rs.revision} ({rs.name})"
+                                                               for rs in view.superseded_rs)
+                     + " — earlier releases that never went live (aborted and superseded); the previous "
+                       "release is the stable one.")
     if waited:
         notes.append(f"Waited {waited:g}s for the rollback; the playbook expects under "
                      f"{PLAYBOOK_ROLLBACK_SECONDS // 60} minutes.")
@@ -112,11 +118,14 @@ def confirm(incident: Incident, view: RolloutView, waited: float | None, wait_pr
         return Outcome(1, "confirm-rollback-status", "fail",
                        f"The abort happened but traffic is not fully back on stable: {'; '.join(problems)}.",
                        facts, findings, notes)
-    metric = (view.abort.metric if view.abort else None) or "analysis"
+    metric = view.abort.metric if view.abort else None
     assessed = (view.abort.assessed_phase if view.abort else None) or ""
-    reason = (f"Rollout {view.name} is Degraded ({metric} {assessed}"
-              f" in revision {view.canary_revision}); stable revision {facts['stable_revision']} "
-              f"({', '.join(facts['stable_images'])}) is the previous release and serves all traffic.").replace(" )", ")")
+    cause = (f"{metric} {assessed}".strip() if metric else
+             "aborted without a failed metric in its message: by hand or by a tool (`kubectl argo rollouts abort`), "
+             "not by the gate")
+    reason = (f"Rollout {view.name} is Degraded ({cause} in revision {view.canary_revision}); stable revision "
+              f"{facts['stable_revision']} ({', '.join(facts['stable_images'])}) is the previous release and serves "
+              "all traffic.")
     notes.append("The Rollout stays Degraded by design until its spec is reverted (undo) or a retry passes.")
     return Outcome(1, "confirm-rollback-status", "pass", reason, facts, findings, notes)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from rollbook import diagnosis as dx
-from rollbook.cluster import AnalysisRunInfo, RolloutView
+from rollbook.cluster import AnalysisRunInfo, RolloutView, template_metrics
 from rollbook.errors import EvidenceError
 from rollbook.evidence import Verdict
 from rollbook.steps.core import Incident, Outcome, StepVerdict
@@ -46,10 +47,16 @@ def side_by_side(in_run: dx.EvidenceInRun, live: LiveVerdict) -> list[dict[str, 
 
 
 def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceInRun,
-            live: LiveVerdict, slo_ev: SloEvidence | None = None) -> Outcome:
+            live: LiveVerdict, slo_ev: SloEvidence | None = None,
+            template_metrics: Mapping[str, Mapping[str, Any]] | None = None) -> Outcome:
     """Which trigger fired, the failed metrics, and MC's reason (from the run, else from MC)."""
     trigger = dx.trigger_of(run)
     failed = [m.name for m in dx.failing(run)] if run else []
+    trigger_from = "analysisrun" if run is not None and trigger != "none" else None
+    if trigger == "none" and view.aborted and view.abort is not None and view.abort.metric:
+        # the failed run is gone (Argo keeps only a few): the abort message still names the metric
+        trigger, failed = dx.trigger_from_abort(view, template_metrics or {})
+        trigger_from = "abort message (the failed AnalysisRun is gone)"
     advice = dx.selector_advice(view, run)
     run_failed = in_run.verdict is not None and not in_run.verdict.ok
     live_failed = live.verdict is not None and not live.verdict.ok
@@ -64,7 +71,7 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
         "metric_kinds": {m.name: dx.metric_kind(run, m) for m in run.metric_results} if run else {},
         "evidence_value": in_run.value, "evidence_json_path": in_run.json_path,
         "reason_lost_in_run": in_run.reason_lost, "evidence_error_message": in_run.error_message,
-        "mc_reason_source": reason_source,
+        "mc_reason_source": reason_source, "trigger_from": trigger_from,
         "mc_live_ok": live.verdict.ok if live.verdict else None,
         "mc_live_status": live.verdict.status if live.verdict else None,
         "mc_live_reason": live.verdict.reason if live.verdict else None,
@@ -100,6 +107,10 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
                if view.phase == "Healthy" else
                f"No failed AnalysisRun found for canary hash {view.canary_hash}: Argo may have garbage-collected "
                "it, or the abort was not caused by analysis.")
+        if trigger != "none":
+            why += (f" The abort message still names {', '.join(failed)} ({trigger})"
+                    + (f"; MC says now: {live.verdict.reason}" if live.verdict and not live.verdict.ok else "")
+                    + ". The run's measurements are lost: capture evidence at the start of the next incident.")
         return Outcome(2, "inspect-evidence", verdict, why, facts, findings, notes)
     text = {
         "evidence": "the MC evidence gate failed",
@@ -130,4 +141,6 @@ def run(incident: Incident) -> tuple[RolloutView, AnalysisRunInfo | None, dx.Evi
     release = (in_run.verdict.release_id if in_run.verdict else None) or dx.canary_release_id(view)[0]
     live = live_verdict(incident, release)
     slo_ev = gather(incident, view, run_)
-    return view, run_, in_run, live, slo_ev, inspect(view, run_, in_run, live, slo_ev)
+    gone = dx.failed_run(view) is None and view.aborted and view.abort is not None and bool(view.abort.metric)
+    metrics = template_metrics(incident.cluster, view.raw) if gone else {}
+    return view, run_, in_run, live, slo_ev, inspect(view, run_, in_run, live, slo_ev, metrics)

@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any, cast, get_args
 
 from rollbook import diagnosis as dx
-from rollbook.cluster import ActionResult, AnalysisRunInfo, RolloutView, WaitTimeout, retry, undo, wait_for_rollout
+from rollbook.cluster import (
+    ActionResult,
+    AnalysisRunInfo,
+    RolloutView,
+    WaitTimeout,
+    retry,
+    template_metrics,
+    undo,
+    wait_for_rollout,
+)
 from rollbook.errors import EvidenceError, PreconditionError, RollbookError
 from rollbook.evidence import ItemType, Listing, Verdict
 from rollbook.steps.core import Incident, Outcome, StepVerdict
@@ -127,7 +136,11 @@ def evidence_path(incident: Incident, view: RolloutView, plan: Plan, evidence_fi
         plan.blockers.append(f"MC could not be asked: {e}")
         return
     if not plan.verdict_after.ok:
-        plan.blockers.append(f"MC still says ok=false: {plan.verdict_after.reason}")
+        gaps = [s.name for s in plan.listing.slots if s.state in ("missing", "invalid")] if plan.listing else []
+        plan.blockers.append(f"MC still says ok=false for release {rid} (the canary's release id): "
+                             f"{plan.verdict_after.reason}; the evidence must be attached to {rid} itself"
+                             + (f" (slots {', '.join(gaps)})" if gaps else "")
+                             + (" — evidence attached under another release id does not count" if gaps else ""))
 
 
 def _item_type(text: str) -> ItemType | None:
@@ -169,6 +182,9 @@ def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str
     view = incident.view()
     run = dx.failed_run(view)
     trigger = dx.trigger_of(run)
+    if run is None and view.aborted and view.abort is not None and view.abort.metric:
+        # the failed run was garbage-collected: the abort message and the templates still say what failed
+        trigger = dx.trigger_from_abort(view, template_metrics(incident.cluster, view.raw))[0]
     retry_approval = Approval.of(approve_retry, approver, ticket)
     undo_approval = Approval.of(approve_undo, approver, ticket)
     release = dx.canary_release_id(view)[0]
