@@ -134,6 +134,16 @@ class Played:
 Hook = Callable[[Sandbox, World], None]
 
 
+def run_playbook(sb: Sandbox, before: Any, mc_before: Any, incident: str, out: Path, **kw: Any) -> Played:
+    """The whole playbook headless through `app.run` against the sandbox, as a user runs it."""
+    params = {"config": str(sb.config_file), **kw.pop("params", {})}
+    spec = runner.RunSpec(incident=incident, namespace=before.namespace, rollout=before.name, out=out,
+                          runbooks_dir=app.default_runbooks(), step_timeout=120, params=params, **kw)
+    result = app.run(spec, config=str(sb.config_file))
+    record = json.loads((result.record_dir / "record.json").read_text())
+    return Played(sb, before, result, record, mc_before)
+
+
 @pytest.fixture
 def play(sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch,
          tmp_path: Path) -> Iterator[Callable[..., Played]]:
@@ -155,13 +165,7 @@ def play(sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatc
             t = threading.Thread(target=during, args=(sb, before), daemon=True, name=f"during-{scenario}")
             threads.append(t)
             t.start()
-        params = {"config": str(sb.config_file), **kw.pop("params", {})}
-        spec = runner.RunSpec(incident="INC-7731", namespace=before.namespace, rollout=before.name,
-                              out=tmp_path / "out", runbooks_dir=app.default_runbooks(), step_timeout=120,
-                              params=params, **kw)
-        result = app.run(spec, config=str(sb.config_file))
-        record = json.loads((result.record_dir / "record.json").read_text())
-        return Played(sb, before, result, record, mc_before)
+        return run_playbook(sb, before, mc_before, "INC-7731", tmp_path / "out", **kw)
 
     yield go
     for t in threads:

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_unseen_scenarios import FAST_TIMINGS, HASH, SCENARIOS, Played, World, pod_ready
+from test_unseen_scenarios import FAST_TIMINGS, HASH, SCENARIOS, Played, World, pod_ready, run_playbook
 
-from rollbook import app, runner
 from rollbook.sandbox.server import Sandbox
 
 pytestmark = pytest.mark.notebooks
@@ -107,13 +106,7 @@ def play(sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatc
         monkeypatch.delenv("ROLLBOOK_CONFIG", raising=False)
         before = Owned.of_target(sb)
         mc_before = sb.mc.state
-        params = {"config": str(sb.config_file), **kw.pop("params", {})}
-        spec = runner.RunSpec(incident="INC-8802", namespace=before.namespace, rollout=before.name,
-                              out=tmp_path / "out", runbooks_dir=app.default_runbooks(), step_timeout=120,
-                              params=params, **kw)
-        result = app.run(spec, config=str(sb.config_file))
-        record = json.loads((result.record_dir / "record.json").read_text())
-        return Played(sb, before, result, record, mc_before)
+        return run_playbook(sb, before, mc_before, "INC-8802", tmp_path / "out", **kw)
 
     yield go
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_unseen_scenarios import FAST_TIMINGS, HASH, SCENARIOS, Played
+from test_unseen_scenarios import FAST_TIMINGS, HASH, SCENARIOS, Played, run_playbook
 from test_unseen_scenarios_2 import (
     Owned,
     assert_closed_out,
@@ -32,7 +32,6 @@ from test_unseen_scenarios_2 import (
     target,
 )
 
-from rollbook import app, runner
 from rollbook.sandbox.mc import Fault
 from rollbook.sandbox.server import Sandbox
 
@@ -66,13 +65,7 @@ def play(sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatc
         mc_before = sb.mc.state
         if setup is not None:
             setup(sb)
-        params = {"config": str(sb.config_file), **kw.pop("params", {})}
-        spec = runner.RunSpec(incident="INC-9913", namespace=before.namespace, rollout=before.name,
-                              out=tmp_path / "out", runbooks_dir=app.default_runbooks(), step_timeout=120,
-                              params=params, **kw)
-        result = app.run(spec, config=str(sb.config_file))
-        record = json.loads((result.record_dir / "record.json").read_text())
-        return Played(sb, before, result, record, mc_before)
+        return run_playbook(sb, before, mc_before, "INC-9913", tmp_path / "out", **kw)
 
     yield go
 
