@@ -643,9 +643,7 @@ class Store:
                           "can start a new list without the continue parameter.")
         state = dict(self._objects)
         for event in reversed([e for e in self._history if e.rv > rv]):
-            meta = event.obj["metadata"]
-            res = RESOURCES[event.plural]
-            key = (event.plural, (meta.get("namespace") or "") if res.namespaced else "", meta["name"])
+            key = self._key(RESOURCES[event.plural], event.obj)
             if event.type == "ADDED" or event.old is None:
                 state.pop(key, None)
             else:
@@ -806,8 +804,7 @@ class Store:
 
     def _key(self, res: Resource, obj: JSON) -> tuple[str, str, str]:
         """The store key of an object."""
-        meta = obj["metadata"]
-        return (res.plural, (meta.get("namespace") or "") if res.namespaced else "", meta["name"])
+        return self._key_of(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
 
     def _orphan(self, owner: JSON) -> _EventList:
         """Remove a deleted owner from its dependents' ownerReferences, as the garbage collector does (lock held)."""
