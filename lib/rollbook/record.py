@@ -31,6 +31,17 @@ VERDICTS: tuple[str, ...] = get_args(Verdict)
 # What a notebook may report itself; "error" is the runner's alone (the step failed to execute).
 STEP_VERDICTS: tuple[str, ...] = tuple(v for v in VERDICTS if v != "error")
 
+# Exit codes of `rollbook run` / `demo` in words (the runner decides them; README has the same table).
+EXIT_MEANING: dict[int, str] = {
+    0: "every step passed (or was skipped as not needed)",
+    1: "an unexpected error outside the steps",
+    2: "bad usage, parameters or target; nothing was run",
+    3: "a step failed to execute; the record is partial",
+    4: "escalation is due",
+    5: "a step needs a human decision (approval, evidence, a fix)",
+    6: "a check failed (e.g. the close-out is not verified)",
+}
+
 # The findings every record carries (interfaces.md); a key no step established stays null.
 FINDINGS_KEYS: tuple[str, ...] = (
     "phase", "status_message", "trigger", "failed_metrics", "analysis_run", "mc_reason",
@@ -60,15 +71,27 @@ class StepResult:
     facts: Mapping[str, Any] = field(default_factory=dict)
     findings: Mapping[str, Any] = field(default_factory=dict)
     timed_out: bool = False
+    from_record: str | None = None  # run id of the earlier record this result was carried from
 
     def to_json(self) -> dict[str, Any]:
         """The step entry of record.json / results.json."""
-        return {
+        doc = {
             "step": self.step, "name": self.name, "notebook": self.notebook,
             "verdict": self.verdict, "reason": self.reason, "started_at": self.started_at,
             "seconds": round(self.seconds, 3), "facts": dict(self.facts),
             "findings": dict(self.findings), "timed_out": self.timed_out,
         }
+        return doc | ({"from_record": self.from_record} if self.from_record else {})
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], *, from_record: str | None = None) -> StepResult:
+        """A step entry of an earlier record.json, carried into this run."""
+        verdict = doc.get("verdict")
+        return cls(int(doc["step"]), str(doc["name"]), str(doc["notebook"]),
+                   verdict if verdict in VERDICTS else "error", str(doc.get("reason") or ""),
+                   doc.get("started_at"), float(doc.get("seconds") or 0.0), dict(doc.get("facts") or {}),
+                   dict(doc.get("findings") or {}), bool(doc.get("timed_out")),
+                   doc.get("from_record") or from_record)
 
 
 @dataclass(frozen=True)
@@ -88,6 +111,9 @@ class RunInfo:
     partial: bool
     snapshot_error: str | None = None
     error: str | None = None  # the runner itself failed; the record is partial
+    continued_from: Mapping[str, Any] | None = None  # the earlier record whose steps and snapshot this run reused
+    next_step: str | None = None  # what to do next, usually the exact follow-up command
+    notes: tuple[str, ...] = ()  # what the reader must know about the run itself
 
 
 def utc_now() -> str:
@@ -119,6 +145,67 @@ def new_run_dir(out: Path, incident: str, *, now: datetime | None = None) -> Pat
             continue
         return path
     raise FileExistsError(f"Could not create a fresh record folder under {parent}; remove stale ones.")
+
+
+# --------------------------------------------------------------------------- continuing an earlier record
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """An earlier record of the same incident and Rollout: where it is and what it holds."""
+
+    path: Path
+    document: Mapping[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        """The earlier run's id (its folder name)."""
+        return str(self.document.get("run_id") or self.path.name)
+
+    def steps(self, numbers: Iterable[int]) -> list[StepResult]:
+        """Its results for the given step numbers, marked as carried from it."""
+        wanted = set(numbers)
+        return [StepResult.from_json(s, from_record=self.run_id) for s in self.document.get("steps") or []
+                if int(s.get("step", 0)) in wanted]
+
+    def describe(self, carried: Sequence[StepResult]) -> dict[str, Any]:
+        """What record.json says about the continuation."""
+        return {"record": str(self.path), "run_id": self.run_id, "started_at": self.document.get("started_at"),
+                "steps": [s.step for s in carried], "snapshot": (self.path / "snapshot").is_dir()}
+
+
+def find_earlier(out: Path, incident: str, namespace: str, rollout: str) -> Earlier | None:
+    """The newest finished record of `incident` for this Rollout under `out` (made by `run` or a service).
+
+    Only folders with a record.json count: one still being written (no record.json yet) is not taken."""
+    parent = Path(out) / check_incident(incident)
+    found = []
+    for doc_path in parent.glob("*/record.json"):
+        try:
+            doc = json.loads(doc_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("namespace") == namespace and doc.get("rollout") == rollout:
+            found.append(Earlier(doc_path.parent, doc))
+    return max(found, key=lambda e: (str(e.document.get("started_at") or ""), e.path.name), default=None)
+
+
+def carry(earlier: Earlier, run_dir: Path, carried: Sequence[StepResult]) -> bool:
+    """Copy the earlier record's snapshot and the carried steps' notebooks into `run_dir`; True if a snapshot came."""
+    import shutil
+
+    for s in carried:
+        source = earlier.path / s.notebook
+        if source.is_file():
+            shutil.copy2(source, Path(run_dir) / s.notebook)
+    pictures = earlier.path / "pictures"
+    if pictures.is_dir() and any(s.name == "escalate" for s in carried):
+        shutil.copytree(pictures, Path(run_dir) / "pictures", dirs_exist_ok=True)
+    snap = earlier.path / "snapshot"
+    if snap.is_dir():
+        shutil.copytree(snap, Path(run_dir) / "snapshot", dirs_exist_ok=True)
+        return True
+    return False
 
 
 def merge_findings(steps: Iterable[StepResult]) -> dict[str, Any]:
@@ -175,6 +262,8 @@ def record_document(info: RunInfo, steps: Sequence[StepResult]) -> dict[str, Any
         "started_at": info.started_at, "finished_at": info.finished_at,
         "tool_version": info.tool_version, "exit_code": info.exit_code, "partial": info.partial,
         "snapshot_error": info.snapshot_error, "error": info.error,
+        "continued_from": dict(info.continued_from) if info.continued_from else None,
+        "next_step": info.next_step, "notes": list(info.notes),
         "parameters": dict(info.parameters),
         "steps": [s.to_json() for s in steps],
         "findings": merge_findings(steps),
@@ -193,6 +282,38 @@ def _say(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) or "none"
     return str(value)
+
+
+def deadline_words(deadline: datetime | None, now: datetime) -> str:
+    """A deadline relative to `now`: "in 7 min", "passed 42 min ago", "due now" (minutes, rounded)."""
+    if deadline is None:
+        return "no deadline known"
+    minutes = round((deadline - now).total_seconds() / 60)
+    if minutes > 0:
+        return f"in {minutes} min"
+    return f"passed {-minutes} min ago" if minutes < 0 else "due now"
+
+
+def _parse_utc(value: Any) -> datetime | None:
+    """An ISO timestamp from the record (with a Z) as an aware datetime, or None."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+def _escalation_line(f: Mapping[str, Any], finished_at: str) -> str:
+    """`Escalation due: yes — deadline … passed 42 min before this run ended`, never a bare yes/no."""
+    due, at = f.get("escalate"), _parse_utc(f.get("escalation_due_at"))
+    end = _parse_utc(finished_at) or datetime.now(UTC)
+    if due is None:
+        return "- Escalation due: not assessed (step 5 did not run)"
+    words = deadline_words(at, end).replace(" ago", " before this run ended") if at else "no deadline known"
+    if due:
+        return f"- Escalation due: YES — deadline {f['escalation_due_at']} ({words})" if at else \
+            "- Escalation due: YES — now (no abort time to count the 15 minutes from)"
+    return f"- Escalation due: no (if that changes: deadline {f['escalation_due_at']}, {words})" if at else \
+        "- Escalation due: no"
 
 
 def _summary_cause(f: Mapping[str, Any]) -> list[str]:
@@ -223,11 +344,9 @@ def _summary_evidence(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list
     return [*lines, ""]
 
 
-def _summary_actions(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[str]:
+def _summary_actions(f: Mapping[str, Any], steps: Sequence[StepResult], finished_at: str = "") -> list[str]:
     """The 'Actions taken' section: retry, escalation, skipped and failed steps."""
-    lines = ["## Actions taken", "", f"- Rollout retried: {_say(f['retried'])}",
-             f"- Escalation due: {_say(f['escalate'])}"
-             + (f" (by {f['escalation_due_at']})" if f["escalation_due_at"] else "")]
+    lines = ["## Actions taken", "", f"- Rollout retried: {_say(f['retried'])}", _escalation_line(f, finished_at)]
     lines += _mutation_lines(f, steps)
     lines += [f"- Step {s.step} ({s.name}) skipped: {s.reason}" for s in steps if s.verdict == "skip"]
     lines += [f"- Step {s.step} ({s.name}) FAILED TO RUN: {s.reason}" for s in steps if s.verdict == "error"]
@@ -263,13 +382,22 @@ def _mutation_lines(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[s
     return lines
 
 
+mutation_lines = _mutation_lines  # the report's "Action taken" says what the summary says
+
+
 def render_summary(info: RunInfo, steps: Sequence[StepResult]) -> str:
     """summary.md: the ticket text built from the findings and the step reasons only."""
     f = merge_findings(steps)
     where = f"rollout `{info.rollout}` in namespace `{info.namespace}`"
     where += f" (context `{info.context}`)" if info.context else ""
     head = [f"# {info.incident}: {where}", "",
-            f"Run {info.run_id}, {info.started_at} to {info.finished_at}, exit code {info.exit_code}."]
+            f"Run {info.run_id}, {info.started_at} to {info.finished_at}, exit code {info.exit_code} "
+            f"({EXIT_MEANING.get(info.exit_code, 'unknown')})."]
+    if info.continued_from:
+        c = info.continued_from
+        head.append(f"Continues record `{c.get('record')}` (run {c.get('run_id')}, started {c.get('started_at')}): "
+                    f"steps {', '.join(str(n) for n in c.get('steps') or [])} and its snapshot come from there.")
+    head += [f"**Note:** {n}" for n in info.notes]
     if info.partial:
         head.append("**PARTIAL RECORD: a step failed to execute; later steps did not run.**")
     mc_url = info.parameters.get("mc_url")
