@@ -411,46 +411,20 @@ def render_summary(info: RunInfo, steps: Sequence[StepResult]) -> str:
     ] + ([f"- Mission Control: {mc_url}"] if mc_url else [])
     close = ["## State at close", "", f"- Rollout phase: {_say(f.get('phase_at_close') or f['phase'])}",
              f"- Close-out checks passed: {_say(f['closeout_ok'])}", ""]
+    if info.next_step:
+        close += ["## Next step", "", info.next_step, ""]
     return "\n".join([*head, "", *_summary_cause(f), *_summary_evidence(f, steps),
-                      *_summary_actions(f, steps), *close, *links, ""])
+                      *_summary_actions(f, steps, info.finished_at), *close, *links, ""])
 
 
 # --------------------------------------------------------------------------- report.html
 
 
 def _report_notebook(info: RunInfo, steps: Sequence[StepResult], run_dir: Path) -> Any:
-    """All step notebooks merged into one, each under a heading with its verdict."""
-    import nbformat  # lazily: only the report needs it
+    """The report's notebook: the 30-second answer, then each step folded (rollbook.report)."""
+    from rollbook import report  # lazily: report imports this module
 
-    merged = nbformat.v4.new_notebook()
-    rows = "\n".join(f"| {s.step} | {s.name} | **{s.verdict}** | {html.escape(s.reason)} |" for s in steps)
-    merged.cells.append(nbformat.v4.new_markdown_cell(
-        f"# {html.escape(info.incident)}: rollout {html.escape(info.rollout)} in "
-        f"{html.escape(info.namespace)}\n\nRun {info.run_id}, {info.started_at} to {info.finished_at}"
-        f"{' — PARTIAL' if info.partial else ''}.\n\n| # | step | verdict | reason |\n|---|---|---|---|\n{rows}"))
-    for s in steps:
-        merged.cells.append(nbformat.v4.new_markdown_cell(
-            f"## Step {s.step}: {s.name}\n\n**{s.verdict}** — {html.escape(s.reason)} ({s.seconds:.1f} s)"))
-        path = run_dir / s.notebook
-        if s.verdict == "skip" or not path.exists():
-            continue
-        nb = nbformat.read(path, as_version=4)
-        if nb.metadata.get("language_info", {}).get("name"):
-            merged.metadata.setdefault("language_info", nb.metadata["language_info"])
-        for cell in nb.cells:
-            if cell.cell_type == "code" and not _is_parameters_cell(cell):
-                # the step result is in record.json; nbconvert cannot render its mime type
-                cell["outputs"] = [o for o in cell.get("outputs", []) if STEP_RESULT_MIME not in o.get("data", {})]
-                merged.cells.append(cell)
-            elif cell.cell_type != "code":
-                merged.cells.append(cell)
-    return merged
-
-
-def _is_parameters_cell(cell: Any) -> bool:
-    """The notebook's own or papermill's injected parameters cell (not narrative)."""
-    tags = cell.get("metadata", {}).get("tags", [])
-    return "parameters" in tags or "injected-parameters" in tags
+    return report.notebook(info, steps, run_dir)
 
 
 # One HTMLExporter per process, reused: importing nbconvert (~0.45 s) and its first render, which
@@ -465,7 +439,10 @@ def _new_exporter() -> Any:
     """nbconvert's HTML exporter configured for the report (inputs and prompts hidden)."""
     from nbconvert import HTMLExporter  # lazily: only the report needs it
 
-    return HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    from rollbook import report
+
+    return HTMLExporter(template_name=report.TEMPLATE, extra_template_basedirs=[str(report.TEMPLATES)],
+                        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
 
 
 def _shared_exporter() -> Any:

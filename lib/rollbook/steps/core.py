@@ -160,7 +160,8 @@ class Outcome:
 
         word = {"pass": "PASS", "fail": "FAIL", "needs_human": "NEEDS A HUMAN", "escalate": "ESCALATE",
                 "skip": "SKIP"}[self.verdict]
-        lines = [f"### Step {self.step} verdict: {word} (`{self.verdict}`)", "", self.reason, ""]
+        # bold, not a heading: report.html folds each step under its own summary line already
+        lines = [f"**Step {self.step} verdict: {word}** (`{self.verdict}`) — {self.reason}", ""]
         lines += [f"- {n}" for n in self.notes]
         display(Markdown("\n".join(lines)))
         display({record.STEP_RESULT_MIME: self.result()}, raw=True)
@@ -174,20 +175,35 @@ def _jsonable(value: Any) -> Any:
 
 
 def table(rows: list[dict[str, Any]] | dict[str, Any]) -> Any:
-    """Rows (or one mapping as field/value rows) as a pandas table for display: no index, nothing cut."""
+    """Rows (or one mapping as field/value rows) as a pandas table for display: no index, nothing cut.
+
+    Nested values are written out as `key: value` lines (never a Python repr) and long text wraps."""
     import pandas as pd
 
     if isinstance(rows, dict):
-        frame = pd.DataFrame({"field": list(rows), "value": [_cell(v) for v in rows.values()]})
+        frame = pd.DataFrame({"field": list(rows), "value": [cell_text(v) for v in rows.values()]})
     else:
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame([{k: cell_text(v) for k, v in r.items()} for r in rows])
     # a Styler renders the whole text of each cell (messages are evidence) and hides the 0..n index
-    return frame.style.hide(axis="index").format(na_rep="—").set_properties(**{"text-align": "left"})
+    return (frame.style.hide(axis="index").format(na_rep="—", escape="html")
+            .set_properties(**{"text-align": "left", "vertical-align": "top", "white-space": "pre-wrap",
+                               "word-break": "break-word", "max-width": "48em"}))
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
+def cell_text(value: Any, depth: int = 0) -> Any:
+    """A table cell as people read it: lists joined, mappings as `key: value` lines, JSON below that."""
+    import json
+
+    if value is None or isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if depth >= 2:
+        return json.dumps(value, default=str, ensure_ascii=False)
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return value
+        return "\n".join(f"{k}: {cell_text(v, depth + 1) if v is not None else '—'}" for k, v in value.items()) or "—"
+    if isinstance(value, (list, tuple, set)):
+        items = [str(cell_text(v, depth + 1)) for v in value]
+        joiner = "\n" if any(isinstance(v, dict) or "\n" in i for v, i in zip(value, items, strict=True)) else ", "
+        return joiner.join(items) or "none"
+    return str(value)
