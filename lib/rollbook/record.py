@@ -7,7 +7,6 @@ or the cluster: the runner hands it step results and a snapshot dict; it writes 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import re
 import secrets as _random
@@ -21,10 +20,14 @@ from typing import Any, Literal, get_args
 
 from rollbook.errors import ParameterError
 
+# re-exported: the record's scrubbing lives in rollbook.redact
+from rollbook.redact import MIN_SECRET_LEN as MIN_SECRET_LEN
+from rollbook.redact import REDACTED as REDACTED
+from rollbook.redact import Redactor as Redactor
+
 SCHEMA = 1
 STEP_RESULT_MIME = "application/vnd.rollbook.step-result.v1+json"
 RESULTS_FILE = "results.json"
-REDACTED = "[REDACTED]"
 
 Verdict = Literal["pass", "fail", "needs_human", "escalate", "skip", "error"]
 VERDICTS: tuple[str, ...] = get_args(Verdict)
@@ -50,8 +53,6 @@ FINDINGS_KEYS: tuple[str, ...] = (
     "closeout_ok",
 )
 
-# Secrets shorter than this are not scrubbed: replacing a 2-letter string would mangle every file.
-MIN_SECRET_LEN = 6
 _INCIDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 _SEALED = ("bundle.zip", "manifest.json")
@@ -145,67 +146,6 @@ def new_run_dir(out: Path, incident: str, *, now: datetime | None = None) -> Pat
             continue
         return path
     raise FileExistsError(f"Could not create a fresh record folder under {parent}; remove stale ones.")
-
-
-# --------------------------------------------------------------------------- continuing an earlier record
-
-
-@dataclass(frozen=True)
-class Earlier:
-    """An earlier record of the same incident and Rollout: where it is and what it holds."""
-
-    path: Path
-    document: Mapping[str, Any]
-
-    @property
-    def run_id(self) -> str:
-        """The earlier run's id (its folder name)."""
-        return str(self.document.get("run_id") or self.path.name)
-
-    def steps(self, numbers: Iterable[int]) -> list[StepResult]:
-        """Its results for the given step numbers, marked as carried from it."""
-        wanted = set(numbers)
-        return [StepResult.from_json(s, from_record=self.run_id) for s in self.document.get("steps") or []
-                if int(s.get("step", 0)) in wanted]
-
-    def describe(self, carried: Sequence[StepResult]) -> dict[str, Any]:
-        """What record.json says about the continuation."""
-        return {"record": str(self.path), "run_id": self.run_id, "started_at": self.document.get("started_at"),
-                "steps": [s.step for s in carried], "snapshot": (self.path / "snapshot").is_dir()}
-
-
-def find_earlier(out: Path, incident: str, namespace: str, rollout: str) -> Earlier | None:
-    """The newest finished record of `incident` for this Rollout under `out` (made by `run` or a service).
-
-    Only folders with a record.json count: one still being written (no record.json yet) is not taken."""
-    parent = Path(out) / check_incident(incident)
-    found = []
-    for doc_path in parent.glob("*/record.json"):
-        try:
-            doc = json.loads(doc_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and doc.get("namespace") == namespace and doc.get("rollout") == rollout:
-            found.append(Earlier(doc_path.parent, doc))
-    return max(found, key=lambda e: (str(e.document.get("started_at") or ""), e.path.name), default=None)
-
-
-def carry(earlier: Earlier, run_dir: Path, carried: Sequence[StepResult]) -> bool:
-    """Copy the earlier record's snapshot and the carried steps' notebooks into `run_dir`; True if a snapshot came."""
-    import shutil
-
-    for s in carried:
-        source = earlier.path / s.notebook
-        if source.is_file():
-            shutil.copy2(source, Path(run_dir) / s.notebook)
-    pictures = earlier.path / "pictures"
-    if pictures.is_dir() and any(s.name == "escalate" for s in carried):
-        shutil.copytree(pictures, Path(run_dir) / "pictures", dirs_exist_ok=True)
-    snap = earlier.path / "snapshot"
-    if snap.is_dir():
-        shutil.copytree(snap, Path(run_dir) / "snapshot", dirs_exist_ok=True)
-        return True
-    return False
 
 
 def merge_findings(steps: Iterable[StepResult]) -> dict[str, Any]:
@@ -483,46 +423,6 @@ def render_report(info: RunInfo, steps: Sequence[StepResult], run_dir: Path) -> 
     else:  # a warm-up is stuck: do not wait for it, render with an exporter of our own
         body, _ = _new_exporter().from_notebook_node(nb, resources=resources)
     return str(body)
-
-
-# --------------------------------------------------------------------------- redaction
-
-
-class Redactor:
-    """Replaces known secret values (raw, JSON-escaped and HTML-escaped forms) in text and files."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        forms: set[str] = set()
-        for s in secrets:
-            s = s.strip()
-            if len(s) < MIN_SECRET_LEN:
-                continue
-            forms |= {s, json.dumps(s)[1:-1], html.escape(s), json.dumps(html.escape(s))[1:-1]}
-        # longest first, so a secret that contains another is replaced whole
-        self._forms = sorted(forms, key=len, reverse=True)
-
-    def __repr__(self) -> str:
-        return f"Redactor(<{len(self._forms)} forms>)"
-
-    def scrub(self, text: str) -> str:
-        """Text with every known secret replaced by [REDACTED]."""
-        for form in self._forms:
-            text = text.replace(form, REDACTED)
-        return text
-
-    def scrub_file(self, path: Path) -> bool:
-        """Scrub one file in place; True if it changed. Binary files are scrubbed byte-wise."""
-        data = path.read_bytes()
-        new = data
-        for form in self._forms:
-            new = new.replace(form.encode("utf-8"), REDACTED.encode("utf-8"))
-        if new != data:
-            path.write_bytes(new)
-        return new != data
-
-    def scrub_tree(self, root: Path) -> list[Path]:
-        """Scrub every file under root; the files that held a secret."""
-        return [p for p in sorted(Path(root).rglob("*")) if p.is_file() and self.scrub_file(p)]
 
 
 # --------------------------------------------------------------------------- sealing

@@ -33,7 +33,7 @@ from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError
 from papermill.exceptions import PapermillExecutionError
 
-from rollbook import __version__, record, terminal
+from rollbook import __version__, continuation, record, terminal
 from rollbook.errors import ParameterError, UsageError
 from rollbook.record import STEP_RESULT_MIME, STEP_VERDICTS, StepResult
 
@@ -838,7 +838,7 @@ def exit_code(steps: Sequence[StepResult]) -> int:
     return next((code for verdict, code in EXIT_PRIORITY if verdict in verdicts), EXIT_OK)
 
 
-def continuation(vr: ValidatedRun) -> tuple[record.Earlier | None, list[StepResult], tuple[str, ...]]:
+def earlier_record(vr: ValidatedRun) -> tuple[continuation.Earlier | None, list[StepResult], tuple[str, ...]]:
     """A run that starts after step 1 continues the incident's newest earlier record (same `--out`).
 
     The earlier steps' results (the cause, the evidence) and its snapshot (the baseline step 4 and
@@ -847,7 +847,7 @@ def continuation(vr: ValidatedRun) -> tuple[record.Earlier | None, list[StepResu
     before = [s.number for s in discover(vr.spec.runbooks_dir) if s.number < first]
     if not before:
         return None, [], ()
-    earlier = record.find_earlier(vr.spec.out, vr.spec.incident, vr.spec.namespace, vr.spec.rollout)
+    earlier = continuation.find_earlier(vr.spec.out, vr.spec.incident, vr.spec.namespace, vr.spec.rollout)
     if earlier is None:
         where = vr.spec.out / vr.spec.incident
         return None, [], (f"No earlier record of {vr.spec.incident} for {vr.spec.namespace}/{vr.spec.rollout} "
@@ -900,9 +900,9 @@ def _run(vr: ValidatedRun, reporter: terminal.Reporter, snapshot: Callable[[], M
     """The body of run(): the record folder, the continuation, the steps, the record."""
     started = record.utc_now()
     run_dir = record.new_run_dir(vr.spec.out, vr.spec.incident)
-    earlier, carried, notes = continuation(vr)
+    earlier, carried, notes = earlier_record(vr)
     if earlier is not None:
-        if record.carry(earlier, run_dir, carried):
+        if continuation.carry(earlier, run_dir, carried):
             snapshot = None  # the incident's snapshot is the earlier one: the baseline of the first look
         reporter.note(f"continuing record {earlier.path} (steps {', '.join(str(s.step) for s in carried)} "
                       "and its snapshot)")

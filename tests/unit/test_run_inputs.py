@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rollbook import app, record, runner
+from rollbook import app, continuation, record, runner
 from rollbook.errors import UsageError
 from rollbook.record import RunInfo, StepResult
 from rollbook.steps import notify
@@ -157,15 +157,15 @@ def test_the_newest_finished_record_of_the_same_rollout_is_continued(tmp_path: P
     newest = _record(tmp_path, "20260101T010000Z-bbbbbb", "2026-01-01T01:00:00.000Z")
     _record(tmp_path, "20260101T020000Z-cccccc", "2026-01-01T02:00:00.000Z", rollout="web")  # another rollout
     _record(tmp_path, "20260101T030000Z-dddddd", "", finished=False)  # a service still writing it
-    earlier = record.find_earlier(tmp_path, "INC-1", "prod", "api")
+    earlier = continuation.find_earlier(tmp_path, "INC-1", "prod", "api")
     assert earlier is not None and earlier.path == newest
     carried = earlier.steps([1, 2, 3])
     assert [(s.step, s.from_record, s.findings) for s in carried] == [(1, newest.name, {"trigger": "evidence"})]
     run_dir = tmp_path / "new"
     run_dir.mkdir()
-    assert record.carry(earlier, run_dir, carried)
+    assert continuation.carry(earlier, run_dir, carried)
     assert json.loads((run_dir / "snapshot" / "rollout.json").read_text()) == {"run": newest.name}
     assert (run_dir / "01-step-1.ipynb").is_file()
     assert earlier.describe(carried) == {"record": str(newest), "run_id": newest.name,
                                          "started_at": "2026-01-01T01:00:00.000Z", "steps": [1], "snapshot": True}
-    assert record.find_earlier(tmp_path, "INC-2", "prod", "api") is None
+    assert continuation.find_earlier(tmp_path, "INC-2", "prod", "api") is None
