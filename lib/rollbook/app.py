@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from rollbook import runner
 from rollbook.config import load as load_config
 from rollbook.errors import UsageError
+from rollbook.record import StepResult
 
 DEMO_APPROVER, DEMO_TICKET = "demo-operator", "DEMO-1"
 
@@ -68,33 +70,209 @@ def kubeconfig_secrets(path: str | None) -> list[str]:
     return found
 
 
-def run(spec: runner.RunSpec, *, config: str | None = None, apply_closeout: bool = False) -> runner.RunResult:
-    """Validate (exit 2 before any kernel), snapshot, run the steps, write the record, update the ticket."""
+NextStep = Callable[[runner.ValidatedRun, Sequence[StepResult]], "str | None"]
+
+
+def run(spec: runner.RunSpec, *, config: str | None = None, apply_closeout: bool = False,
+        progress: Any = None, next_step: NextStep | None = None) -> runner.RunResult:
+    """Validate and precheck (exit 2 before any kernel), snapshot, run the steps, write the record, update the ticket."""
     validated = runner.validate(spec)
     cfg = load_config(config)  # a broken config file is a usage error before anything runs
-    preflight(spec, cfg)
-    result = runner.run(validated, snapshot=snapshot_for(spec, config), secrets=config_secrets(config))
+    precheck(validated, cfg)
+    result = runner.run(validated, snapshot=snapshot_for(spec, config), secrets=config_secrets(config),
+                        progress=progress, next_step=next_step or follow_up)
     if spec.ticket and (cfg.jira.enabled or cfg.ticket_webhook.enabled):
         update_ticket(result.record_dir, cfg, spec.ticket, apply=apply_closeout)
     return result
 
 
-def preflight(spec: runner.RunSpec, cfg: Any) -> None:
-    """Before any kernel: the kube context loads and MC's URL and token resolve (no network yet)."""
+def precheck(validated: runner.ValidatedRun, cfg: Any) -> None:
+    """Before any kernel (about a second): context, MC, cluster, namespace, Rollout, input files; else exit 2.
+
+    A typo must cost one clear line, not a record folder and four steps failing on the same NotFound."""
     from rollbook.errors import ConfigError
     from rollbook.steps.core import Incident
 
+    spec = validated.spec
+    check_input_files(spec)
     incident = Incident(spec.namespace, spec.rollout, spec.context, spec.mc_url, None, spec.incident, cfg)
     try:
-        incident.cluster  # noqa: B018 - resolving it loads the kubeconfig and context
+        cluster = incident.cluster  # resolving it loads the kubeconfig and context
         if cfg.action_context:
             incident.action_cluster  # noqa: B018
         incident.mc  # noqa: B018 - resolving it finds the URL and the token (file)
+        check_target(cluster, spec.namespace, spec.rollout, kubeconfig=cfg.kubeconfig)
+        if _follow_up_retry(validated) and not spec.params.get("evidence_file"):
+            check_evidence_not_needed(incident)
     except ConfigError as e:
         raise UsageError(f"Cannot start the run: {e.message}", hint=e.hint) from e
     finally:
-        if "mc" in incident.__dict__:
-            incident.mc.close()
+        for name in ("mc", "cluster", "action_cluster"):
+            if name in incident.__dict__:
+                incident.__dict__[name].close()
+
+
+def _follow_up_retry(validated: runner.ValidatedRun) -> bool:
+    """A follow-up that starts at step 4 with `--approve-retry`: the run exists to send the retry.
+
+    A full run is also the triage record: there step 4 records why it refused instead."""
+    first = validated.steps[0].name if validated.steps else ""
+    return validated.spec.approve_retry and first == "remediate-and-retry"
+
+
+def check_input_files(spec: runner.RunSpec) -> None:
+    """Every path parameter given names an existing file (`--param evidence_file=...`)."""
+    for name, value in spec.params.items():
+        if runner.is_path_param(name) and isinstance(value, str) and value and not Path(value).is_file():
+            raise UsageError(f"--param {name}={value}: no such file.",
+                             hint="Give the path of an existing file (relative paths are read from the folder "
+                                  "you run rollbook in).")
+
+
+def check_target(cluster: Any, namespace: str, rollout: str, *, kubeconfig: str | None = None) -> None:
+    """The cluster answers, and Rollout `rollout` exists in `namespace`; else one line naming what exists."""
+    from rollbook.cluster import list_rollouts
+    from rollbook.errors import ClusterError, ClusterUnavailable, NotFound
+
+    where = f"context {cluster.context!r}"
+    try:
+        cluster.get("rollouts", namespace, rollout)
+        return
+    except ClusterUnavailable as e:
+        raise UsageError(f"The cluster at {cluster.host} ({where}) does not answer: {_cause(e)}.",
+                         hint=_unreachable_hint(kubeconfig)) from None
+    except NotFound:
+        pass
+    except ClusterError as e:
+        raise UsageError(f"Cannot read Rollout {rollout!r} in namespace {namespace!r} ({where}): {e.message}",
+                         hint=e.hint) from None
+    try:
+        existing = [r.name for r in list_rollouts(cluster, namespace)]
+    except ClusterError as e:
+        raise UsageError(f"Rollout {rollout!r} not found in namespace {namespace!r} ({where}), and the Rollouts "
+                         f"there cannot be listed: {e.message}", hint="Check --namespace and --rollout.") from None
+    if existing:
+        raise UsageError(f"Rollout {rollout!r} not found in namespace {namespace!r} ({where}); "
+                         f"Rollouts there: {', '.join(existing)}.", hint="Check --rollout.")
+    raise UsageError(f"Rollout {rollout!r} not found: namespace {namespace!r} has no Rollouts or does not exist "
+                     f"({where}); {_rollouts_elsewhere(cluster)}.", hint="Check --namespace and --rollout.")
+
+
+def _rollouts_elsewhere(cluster: Any) -> str:
+    """Where Rollouts do exist (`kubectl get rollouts -A`), or what to run when we may not list them."""
+    from rollbook.errors import ClusterError
+
+    try:
+        found = cluster.list("rollouts", "")
+    except ClusterError:
+        return f"list them with: kubectl get rollouts -A --context {cluster.context}"
+    names = sorted(f"{(r.get('metadata') or {}).get('namespace')}/{(r.get('metadata') or {}).get('name')}"
+                   for r in found)
+    return f"Rollouts in the cluster: {', '.join(names[:20])}{' …' if len(names) > 20 else ''}" if names \
+        else "the cluster has no Rollouts at all"
+
+
+def _cause(e: Exception) -> str:
+    """The innermost reason of a connection failure, short (e.g. 'Connection refused')."""
+    text = str(e)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "No route to host"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    return text.split(": ", 1)[-1][:160]
+
+
+def _unreachable_hint(kubeconfig: str | None) -> str:
+    """What to do when the API server does not answer; a stopped sandbox says so."""
+    paths = [kubeconfig] if kubeconfig else os.environ.get("KUBECONFIG", "").split(os.pathsep)
+    for p in paths:
+        if p and (Path(p).expanduser().parent / "env.sh").is_file():
+            folder = Path(p).expanduser().parent
+            return (f"The kubeconfig is a rollbook sandbox's ({folder}) and that sandbox is not running: start it "
+                    f"with `rollbook sandbox --state-dir {folder}` and `source {folder / 'env.sh'}` again.")
+    return "Check the network/VPN, the kubeconfig's server address and that the cluster is up."
+
+
+def check_evidence_not_needed(incident: Any) -> None:
+    """`--approve-retry` without `--param evidence_file` while MC lists missing/invalid evidence: exit 2 now.
+
+    Step 4 could only refuse the retry after the whole run; say what is missing before anything runs."""
+    from rollbook import diagnosis as dx
+    from rollbook.errors import RollbookError
+
+    try:
+        view = incident.view()
+        release = dx.canary_release_id(view)[0]
+        verdict = incident.mc.verdict(release, incident.environment) if release and view.aborted else None
+    except RollbookError:
+        return  # MC or the cluster cannot say now: step 4 reports it with the record
+    if verdict is None or verdict.ok:
+        return
+    gaps = [*verdict.missing, *verdict.invalid]
+    if gaps:
+        raise UsageError(
+            f"--approve-retry needs --param evidence_file: Mission Control says release {verdict.release_id} "
+            f"(the canary of Rollout {incident.rollout!r} in namespace {incident.namespace!r}) lacks valid "
+            f"evidence ({', '.join(gaps)}): {verdict.reason}. Without a report step 4 would refuse the retry.",
+            hint=f"Pass --param evidence_file=PATH (the report for {', '.join(gaps)}); nothing was run.")
+
+
+def follow_up(vr: runner.ValidatedRun, results: Sequence[StepResult]) -> str:
+    """The NEXT line: what to do now, as the exact command when there is one (placeholders in CAPITALS)."""
+    base = _base_command(vr.spec)
+    by = {r.name: r for r in results}
+    failed = [r for r in results if r.verdict == "error" and not r.from_record]
+    if failed:
+        later = ",".join(str(s.number) for s in vr.steps if s.number >= failed[0].step)
+        return f"fix what stopped step {failed[0].step} ({failed[0].reason.rstrip('.')}), then: {base} --steps {later}"
+    esc = by.get("escalate")
+    if esc is not None and esc.verdict == "escalate" and not esc.findings.get("escalation_sent"):
+        return f"page the deployment lead and SRE now (the page was a dry run): {base} --steps 5 --notify"
+    rem = by.get("remediate-and-retry")
+    if rem is not None and rem.verdict in ("needs_human", "fail") and not rem.from_record:
+        return _remediation_next(vr.spec, base, rem)
+    close = by.get("verify-closeout")
+    if close is not None and close.verdict == "fail":
+        return f"close-out not verified ({close.reason.rstrip('.')}); when fixed, check again: {base} --steps 6"
+    human = next((r for r in results if r.verdict in ("needs_human", "fail") and not r.from_record), None)
+    if human is not None:
+        return f"a human must decide (step {human.step}, {human.name}): {human.reason}"
+    return "none: every step passed; attach the record's bundle.zip to the ticket (summary.md is its text)"
+
+
+def _remediation_next(spec: runner.RunSpec, base: str, rem: StepResult) -> str:
+    """Step 4 waits for a human: attach evidence and approve the retry, approve the undo, or decide."""
+    facts = rem.facts
+    who = f"--approver {shlex.quote(spec.approver or 'YOUR-NAME')} --ticket {shlex.quote(spec.ticket or 'CHANGE-TICKET')}"
+    if facts.get("workload_ref"):
+        ref = facts["workload_ref"]
+        return f"revert {ref.get('kind')} {ref.get('name')}'s pod template to the stable release (see step 4), " \
+               f"then verify: {base} --steps 6"
+    if facts.get("path") == "slo":
+        blockers = [b for b in facts.get("blockers") or [] if "changed since the snapshot" in b or "no longer" in b]
+        if blockers:
+            return f"a human must decide: {blockers[0]}"
+        return f"undo to the stable release (or ship a fix): {base} --steps 4,5,6 --approve-undo {who}"
+    after = facts.get("verdict_after") or {}
+    gaps = [*(after.get("missing") or []), *(after.get("invalid") or [])]
+    blockers = [b for b in facts.get("blockers") or [] if not b.startswith("MC still says ok=false")]
+    if blockers:
+        return f"a human must decide: {blockers[0]}; then: {base} --steps 4,5,6"
+    evidence = f" --param evidence_file=PATH/TO/{gaps[0]}-REPORT" if gaps else ""
+    return f"{'attach the missing evidence and ' if gaps else ''}approve the retry: " \
+           f"{base} --steps 4,5,6{evidence} --approve-retry {who}"
+
+
+def _base_command(spec: runner.RunSpec) -> str:
+    """`rollbook run --incident … --namespace … --rollout …` with the options this run needed to find its record."""
+    parts = ["rollbook", "run", "--incident", spec.incident, "--namespace", spec.namespace, "--rollout", spec.rollout]
+    if spec.context:
+        parts += ["--context", spec.context]
+    if spec.out != runner.absolute("outputs"):
+        parts += ["--out", str(spec.out)]
+    config = spec.params.get("config")
+    if config and config != str(runner.absolute(os.environ.get("ROLLBOOK_CONFIG") or "")):
+        parts += ["--config", str(config)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def update_ticket(run_dir: Path, cfg: Any, ticket: str, *, apply: bool) -> list[dict[str, Any]]:
@@ -167,8 +345,12 @@ def demo(scenario: str = "evidence-gap", *, out: Path = Path("outputs"), approve
                 approver=DEMO_APPROVER if approve else None, ticket=DEMO_TICKET)
             env = {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
                    "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file), "ROLLBOOK_CONFIG": str(sb.config_file)}
+            by_hand = (f"try it by hand: make sandbox (or rollbook sandbox --scenario {scenario}); "
+                       f"source .sandbox/env.sh; rollbook run --incident INC-1 --namespace {namespace} "
+                       f"--rollout {name}")
             with _env(env):
-                result = run(spec, config=str(sb.config_file), apply_closeout=True)
+                result = run(spec, config=str(sb.config_file), apply_closeout=True,
+                             next_step=lambda vr, steps: by_hand)  # the demo's sandbox is gone after it
             _print_stand_ins(sb)
             return result
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 from rollbook import __version__
 from rollbook.errors import RollbookError, UsageError
+from rollbook.record import EXIT_MEANING
 
 
 @click.group()
@@ -97,12 +98,17 @@ def demo(scenario: str, out: Path, no_approve: bool) -> None:
 
 
 def _finish(result: RunResult) -> None:
-    """Print the summary and the record's path; exit with the run's code."""
+    """Print the summary, the record's path, the record it continued and the NEXT line; exit with the run's code."""
     run_dir = result.record_dir
     summary = Path(run_dir) / "summary.md"
     if summary.is_file():
         click.echo(summary.read_text(encoding="utf-8"))
-    click.echo(f"Incident record: {run_dir}")
+    click.echo(f"Incident record: {run_dir} (exit {result.exit_code}: {EXIT_MEANING.get(result.exit_code, '?')})")
+    if result.continued_from:
+        steps = ", ".join(str(n) for n in result.continued_from.get("steps") or [])
+        click.echo(f"Continued record: {result.continued_from['record']} (steps {steps} and its snapshot)")
+    if result.next_step:
+        click.echo(f"NEXT: {result.next_step}")
     sys.exit(result.exit_code)
 
 

@@ -201,7 +201,7 @@ def slack_message(msg: Escalation) -> dict[str, Any]:
         ("Revision", str(msg.revision) if msg.revision is not None else "unknown"),
         ("Aborted", _aborted_text(msg)),
     ]
-    fields += [(str(k), str(v)) for k, v in list(msg.facts.items())[: 10 - len(fields)]]
+    fields += [(str(k), _field_text(v)) for k, v in list(msg.facts.items())[: 10 - len(fields)]]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _truncate(msg.title, 150)}},
         {"type": "section", "text": {"type": "mrkdwn", "text": _truncate(_mrkdwn(msg.reason), 3000)},
@@ -213,6 +213,19 @@ def slack_message(msg: Escalation) -> dict[str, Any]:
                for i in msg.images if i.public]
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _context_text(msg)}]})
     return {"text": _truncate(f"{msg.title}: {msg.reason}", 3000), "blocks": blocks}
+
+
+def _field_text(value: Any) -> str:
+    """A fact as Slack text people read: lists as bullet lines, mappings as `key: value` lines, no reprs."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, (list, tuple)):
+        return "\n".join(f"• {_field_text(v)}" for v in value) or "none"
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {_field_text(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def _aborted_text(msg: Escalation) -> str:

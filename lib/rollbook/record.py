@@ -7,7 +7,6 @@ or the cluster: the runner hands it step results and a snapshot dict; it writes 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import re
 import secrets as _random
@@ -21,15 +20,30 @@ from typing import Any, Literal, get_args
 
 from rollbook.errors import ParameterError
 
+# re-exported: the record's scrubbing lives in rollbook.redact
+from rollbook.redact import MIN_SECRET_LEN as MIN_SECRET_LEN
+from rollbook.redact import REDACTED as REDACTED
+from rollbook.redact import Redactor as Redactor
+
 SCHEMA = 1
 STEP_RESULT_MIME = "application/vnd.rollbook.step-result.v1+json"
 RESULTS_FILE = "results.json"
-REDACTED = "[REDACTED]"
 
 Verdict = Literal["pass", "fail", "needs_human", "escalate", "skip", "error"]
 VERDICTS: tuple[str, ...] = get_args(Verdict)
 # What a notebook may report itself; "error" is the runner's alone (the step failed to execute).
 STEP_VERDICTS: tuple[str, ...] = tuple(v for v in VERDICTS if v != "error")
+
+# Exit codes of `rollbook run` / `demo` in words (the runner decides them; README has the same table).
+EXIT_MEANING: dict[int, str] = {
+    0: "every step passed (or was skipped as not needed)",
+    1: "an unexpected error outside the steps",
+    2: "bad usage, parameters or target; nothing was run",
+    3: "a step failed to execute; the record is partial",
+    4: "escalation is due",
+    5: "a step needs a human decision (approval, evidence, a fix)",
+    6: "a check failed (e.g. the close-out is not verified)",
+}
 
 # The findings every record carries (interfaces.md); a key no step established stays null.
 FINDINGS_KEYS: tuple[str, ...] = (
@@ -39,8 +53,6 @@ FINDINGS_KEYS: tuple[str, ...] = (
     "closeout_ok",
 )
 
-# Secrets shorter than this are not scrubbed: replacing a 2-letter string would mangle every file.
-MIN_SECRET_LEN = 6
 _INCIDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 _SEALED = ("bundle.zip", "manifest.json")
@@ -60,15 +72,27 @@ class StepResult:
     facts: Mapping[str, Any] = field(default_factory=dict)
     findings: Mapping[str, Any] = field(default_factory=dict)
     timed_out: bool = False
+    from_record: str | None = None  # run id of the earlier record this result was carried from
 
     def to_json(self) -> dict[str, Any]:
         """The step entry of record.json / results.json."""
-        return {
+        doc = {
             "step": self.step, "name": self.name, "notebook": self.notebook,
             "verdict": self.verdict, "reason": self.reason, "started_at": self.started_at,
             "seconds": round(self.seconds, 3), "facts": dict(self.facts),
             "findings": dict(self.findings), "timed_out": self.timed_out,
         }
+        return doc | ({"from_record": self.from_record} if self.from_record else {})
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], *, from_record: str | None = None) -> StepResult:
+        """A step entry of an earlier record.json, carried into this run."""
+        verdict = doc.get("verdict")
+        return cls(int(doc["step"]), str(doc["name"]), str(doc["notebook"]),
+                   verdict if verdict in VERDICTS else "error", str(doc.get("reason") or ""),
+                   doc.get("started_at"), float(doc.get("seconds") or 0.0), dict(doc.get("facts") or {}),
+                   dict(doc.get("findings") or {}), bool(doc.get("timed_out")),
+                   doc.get("from_record") or from_record)
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,9 @@ class RunInfo:
     partial: bool
     snapshot_error: str | None = None
     error: str | None = None  # the runner itself failed; the record is partial
+    continued_from: Mapping[str, Any] | None = None  # the earlier record whose steps and snapshot this run reused
+    next_step: str | None = None  # what to do next, usually the exact follow-up command
+    notes: tuple[str, ...] = ()  # what the reader must know about the run itself
 
 
 def utc_now() -> str:
@@ -175,6 +202,8 @@ def record_document(info: RunInfo, steps: Sequence[StepResult]) -> dict[str, Any
         "started_at": info.started_at, "finished_at": info.finished_at,
         "tool_version": info.tool_version, "exit_code": info.exit_code, "partial": info.partial,
         "snapshot_error": info.snapshot_error, "error": info.error,
+        "continued_from": dict(info.continued_from) if info.continued_from else None,
+        "next_step": info.next_step, "notes": list(info.notes),
         "parameters": dict(info.parameters),
         "steps": [s.to_json() for s in steps],
         "findings": merge_findings(steps),
@@ -193,6 +222,38 @@ def _say(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) or "none"
     return str(value)
+
+
+def deadline_words(deadline: datetime | None, now: datetime) -> str:
+    """A deadline relative to `now`: "in 7 min", "passed 42 min ago", "due now" (minutes, rounded)."""
+    if deadline is None:
+        return "no deadline known"
+    minutes = round((deadline - now).total_seconds() / 60)
+    if minutes > 0:
+        return f"in {minutes} min"
+    return f"passed {-minutes} min ago" if minutes < 0 else "due now"
+
+
+def _parse_utc(value: Any) -> datetime | None:
+    """An ISO timestamp from the record (with a Z) as an aware datetime, or None."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+def _escalation_line(f: Mapping[str, Any], finished_at: str) -> str:
+    """`Escalation due: yes — deadline … passed 42 min before this run ended`, never a bare yes/no."""
+    due, at = f.get("escalate"), _parse_utc(f.get("escalation_due_at"))
+    end = _parse_utc(finished_at) or datetime.now(UTC)
+    if due is None:
+        return "- Escalation due: not assessed (step 5 did not run)"
+    words = deadline_words(at, end).replace(" ago", " before this run ended") if at else "no deadline known"
+    if due:
+        return f"- Escalation due: YES — deadline {f['escalation_due_at']} ({words})" if at else \
+            "- Escalation due: YES — now (no abort time to count the 15 minutes from)"
+    return f"- Escalation due: no (if that changes: deadline {f['escalation_due_at']}, {words})" if at else \
+        "- Escalation due: no"
 
 
 def _summary_cause(f: Mapping[str, Any]) -> list[str]:
@@ -223,11 +284,9 @@ def _summary_evidence(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list
     return [*lines, ""]
 
 
-def _summary_actions(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[str]:
+def _summary_actions(f: Mapping[str, Any], steps: Sequence[StepResult], finished_at: str = "") -> list[str]:
     """The 'Actions taken' section: retry, escalation, skipped and failed steps."""
-    lines = ["## Actions taken", "", f"- Rollout retried: {_say(f['retried'])}",
-             f"- Escalation due: {_say(f['escalate'])}"
-             + (f" (by {f['escalation_due_at']})" if f["escalation_due_at"] else "")]
+    lines = ["## Actions taken", "", f"- Rollout retried: {_say(f['retried'])}", _escalation_line(f, finished_at)]
     lines += _mutation_lines(f, steps)
     lines += [f"- Step {s.step} ({s.name}) skipped: {s.reason}" for s in steps if s.verdict == "skip"]
     lines += [f"- Step {s.step} ({s.name}) FAILED TO RUN: {s.reason}" for s in steps if s.verdict == "error"]
@@ -263,13 +322,22 @@ def _mutation_lines(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[s
     return lines
 
 
+mutation_lines = _mutation_lines  # the report's "Action taken" says what the summary says
+
+
 def render_summary(info: RunInfo, steps: Sequence[StepResult]) -> str:
     """summary.md: the ticket text built from the findings and the step reasons only."""
     f = merge_findings(steps)
     where = f"rollout `{info.rollout}` in namespace `{info.namespace}`"
     where += f" (context `{info.context}`)" if info.context else ""
     head = [f"# {info.incident}: {where}", "",
-            f"Run {info.run_id}, {info.started_at} to {info.finished_at}, exit code {info.exit_code}."]
+            f"Run {info.run_id}, {info.started_at} to {info.finished_at}, exit code {info.exit_code} "
+            f"({EXIT_MEANING.get(info.exit_code, 'unknown')})."]
+    if info.continued_from:
+        c = info.continued_from
+        head.append(f"Continues record `{c.get('record')}` (run {c.get('run_id')}, started {c.get('started_at')}): "
+                    f"steps {', '.join(str(n) for n in c.get('steps') or [])} and its snapshot come from there.")
+    head += [f"**Note:** {n}" for n in info.notes]
     if info.partial:
         head.append("**PARTIAL RECORD: a step failed to execute; later steps did not run.**")
     mc_url = info.parameters.get("mc_url")
@@ -283,46 +351,20 @@ def render_summary(info: RunInfo, steps: Sequence[StepResult]) -> str:
     ] + ([f"- Mission Control: {mc_url}"] if mc_url else [])
     close = ["## State at close", "", f"- Rollout phase: {_say(f.get('phase_at_close') or f['phase'])}",
              f"- Close-out checks passed: {_say(f['closeout_ok'])}", ""]
+    if info.next_step:
+        close += ["## Next step", "", info.next_step, ""]
     return "\n".join([*head, "", *_summary_cause(f), *_summary_evidence(f, steps),
-                      *_summary_actions(f, steps), *close, *links, ""])
+                      *_summary_actions(f, steps, info.finished_at), *close, *links, ""])
 
 
 # --------------------------------------------------------------------------- report.html
 
 
 def _report_notebook(info: RunInfo, steps: Sequence[StepResult], run_dir: Path) -> Any:
-    """All step notebooks merged into one, each under a heading with its verdict."""
-    import nbformat  # lazily: only the report needs it
+    """The report's notebook: the 30-second answer, then each step folded (rollbook.report)."""
+    from rollbook import report  # lazily: report imports this module
 
-    merged = nbformat.v4.new_notebook()
-    rows = "\n".join(f"| {s.step} | {s.name} | **{s.verdict}** | {html.escape(s.reason)} |" for s in steps)
-    merged.cells.append(nbformat.v4.new_markdown_cell(
-        f"# {html.escape(info.incident)}: rollout {html.escape(info.rollout)} in "
-        f"{html.escape(info.namespace)}\n\nRun {info.run_id}, {info.started_at} to {info.finished_at}"
-        f"{' — PARTIAL' if info.partial else ''}.\n\n| # | step | verdict | reason |\n|---|---|---|---|\n{rows}"))
-    for s in steps:
-        merged.cells.append(nbformat.v4.new_markdown_cell(
-            f"## Step {s.step}: {s.name}\n\n**{s.verdict}** — {html.escape(s.reason)} ({s.seconds:.1f} s)"))
-        path = run_dir / s.notebook
-        if s.verdict == "skip" or not path.exists():
-            continue
-        nb = nbformat.read(path, as_version=4)
-        if nb.metadata.get("language_info", {}).get("name"):
-            merged.metadata.setdefault("language_info", nb.metadata["language_info"])
-        for cell in nb.cells:
-            if cell.cell_type == "code" and not _is_parameters_cell(cell):
-                # the step result is in record.json; nbconvert cannot render its mime type
-                cell["outputs"] = [o for o in cell.get("outputs", []) if STEP_RESULT_MIME not in o.get("data", {})]
-                merged.cells.append(cell)
-            elif cell.cell_type != "code":
-                merged.cells.append(cell)
-    return merged
-
-
-def _is_parameters_cell(cell: Any) -> bool:
-    """The notebook's own or papermill's injected parameters cell (not narrative)."""
-    tags = cell.get("metadata", {}).get("tags", [])
-    return "parameters" in tags or "injected-parameters" in tags
+    return report.notebook(info, steps, run_dir)
 
 
 # One HTMLExporter per process, reused: importing nbconvert (~0.45 s) and its first render, which
@@ -337,7 +379,10 @@ def _new_exporter() -> Any:
     """nbconvert's HTML exporter configured for the report (inputs and prompts hidden)."""
     from nbconvert import HTMLExporter  # lazily: only the report needs it
 
-    return HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    from rollbook import report
+
+    return HTMLExporter(template_name=report.TEMPLATE, extra_template_basedirs=[str(report.TEMPLATES)],
+                        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
 
 
 def _shared_exporter() -> Any:
@@ -378,46 +423,6 @@ def render_report(info: RunInfo, steps: Sequence[StepResult], run_dir: Path) -> 
     else:  # a warm-up is stuck: do not wait for it, render with an exporter of our own
         body, _ = _new_exporter().from_notebook_node(nb, resources=resources)
     return str(body)
-
-
-# --------------------------------------------------------------------------- redaction
-
-
-class Redactor:
-    """Replaces known secret values (raw, JSON-escaped and HTML-escaped forms) in text and files."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        forms: set[str] = set()
-        for s in secrets:
-            s = s.strip()
-            if len(s) < MIN_SECRET_LEN:
-                continue
-            forms |= {s, json.dumps(s)[1:-1], html.escape(s), json.dumps(html.escape(s))[1:-1]}
-        # longest first, so a secret that contains another is replaced whole
-        self._forms = sorted(forms, key=len, reverse=True)
-
-    def __repr__(self) -> str:
-        return f"Redactor(<{len(self._forms)} forms>)"
-
-    def scrub(self, text: str) -> str:
-        """Text with every known secret replaced by [REDACTED]."""
-        for form in self._forms:
-            text = text.replace(form, REDACTED)
-        return text
-
-    def scrub_file(self, path: Path) -> bool:
-        """Scrub one file in place; True if it changed. Binary files are scrubbed byte-wise."""
-        data = path.read_bytes()
-        new = data
-        for form in self._forms:
-            new = new.replace(form.encode("utf-8"), REDACTED.encode("utf-8"))
-        if new != data:
-            path.write_bytes(new)
-        return new != data
-
-    def scrub_tree(self, root: Path) -> list[Path]:
-        """Scrub every file under root; the files that held a secret."""
-        return [p for p in sorted(Path(root).rglob("*")) if p.is_file() and self.scrub_file(p)]
 
 
 # --------------------------------------------------------------------------- sealing

@@ -33,7 +33,7 @@ from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError
 from papermill.exceptions import PapermillExecutionError
 
-from rollbook import __version__, record
+from rollbook import __version__, continuation, record, terminal
 from rollbook.errors import ParameterError, UsageError
 from rollbook.record import STEP_RESULT_MIME, STEP_VERDICTS, StepResult
 
@@ -139,6 +139,28 @@ class RunSpec:
     # imported in each kernel while it waits for its step (the step notebooks' own first import)
     warmup: str = "import rollbook.steps"
 
+    def __post_init__(self) -> None:
+        # Resolved once, here: kernels do not run in the caller's folder's terms (papermill, temp dirs), so
+        # a relative `outputs/` or `reports/junit.xml` would silently point elsewhere inside a step.
+        object.__setattr__(self, "out", absolute(self.out))
+        object.__setattr__(self, "runbooks_dir", absolute(self.runbooks_dir))
+        object.__setattr__(self, "params", {k: str(absolute(v)) if is_path_param(k) and isinstance(v, str) and v
+                                            else v for k, v in self.params.items()})
+
+
+# Parameters that name a file or folder: resolved against the caller's working directory.
+PATH_PARAMS = frozenset({"config", "evidence_file"})
+
+
+def is_path_param(name: str) -> bool:
+    """A parameter holding a path: a known one, or named `*_file`, `*_dir`, `*_path`."""
+    return name in PATH_PARAMS or name.endswith(("_file", "_dir", "_path"))
+
+
+def absolute(path: str | Path) -> Path:
+    """`path` as an absolute path (`~` expanded) in the caller's working directory."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
 
 @dataclass(frozen=True)
 class Param:
@@ -168,12 +190,14 @@ class ValidatedRun:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run produced: where the record is, the exit code and every step's result."""
+    """What a run produced: where the record is, the exit code and the result of every step it ran."""
 
     record_dir: Path
     exit_code: int
     steps: tuple[StepResult, ...]
     partial: bool
+    continued_from: Mapping[str, Any] | None = None  # the earlier record this run continued
+    next_step: str | None = None  # what to do next (the NEXT: line)
 
 
 # --------------------------------------------------------------------------- validation
@@ -438,11 +462,11 @@ class IPCKernelManager(AsyncKernelManager):
 class _Kernel:
     """A kernel started ahead of its step, killable from another thread (the wall-clock timer)."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, workdir: Path, env: Mapping[str, str], cwd: Path | None = None) -> None:
         conn = workdir / f"k-{uuid.uuid4().hex[:8]}.json"
         self.km = IPCKernelManager(connection_file=str(conn))
         self.killed = False
-        run_sync(self.km.start_kernel)(env=dict(env), cwd=str(workdir))
+        run_sync(self.km.start_kernel)(env=dict(env), cwd=str(cwd or workdir))
 
     def warm_up(self, code: str, timeout: float) -> None:
         """Run `code` (imports only) while the kernel waits for its step: the step then starts warm.
@@ -491,6 +515,9 @@ class _Context:
     cell_timeout: float
     start_timeout: float
     warmup: str = ""
+    # the caller's folder: a relative path in rollbook.yaml or $KUBECONFIG means there what it means to them
+    cwd: Path | None = None
+    reporter: terminal.Reporter = field(default_factory=lambda: terminal.Lines(lambda line: None))
 
 
 @dataclass
@@ -517,7 +544,7 @@ def _worker(step: StepDef, ctx: _Context, gate: _Gate, gate_bound: float,
     kernel: _Kernel | None = None
     start_error: str | None = None
     try:
-        kernel = _Kernel(ctx.workdir, ctx.env)
+        kernel = _Kernel(ctx.workdir, ctx.env, ctx.cwd)
         kernel.warm_up(step.warmup if step.warmup is not None else ctx.warmup, ctx.start_timeout)
     except Exception as e:  # any start failure is this step's error, reported below
         start_error = f"the kernel did not start: {type(e).__name__}: {e}"
@@ -560,6 +587,8 @@ def _execute(step: StepDef, ctx: _Context, kernel: _Kernel, params: Mapping[str,
             km=kernel.km, progress_bar=False, request_save_on_cell_execute=True,
             execution_timeout=ctx.cell_timeout, start_timeout=ctx.start_timeout,
             shutdown_kernel="immediate",
+            # what the step prints (a bounded wait's progress) reaches the terminal as it happens
+            stdout_file=terminal.LineWriter(functools.partial(ctx.reporter.output, step.number)),
         )
         verdict, reason, extra = _read_result(out)
     except PapermillExecutionError as e:
@@ -659,9 +688,13 @@ def _kernel_env(workdir: Path) -> dict[str, str]:
             "PYDEVD_DISABLE_FILE_VALIDATION": "1"}  # silences debugpy's frozen-modules warning
 
 
-def _stderr_progress(line: str) -> None:
-    """Default progress sink: one line per step on stderr."""
-    print(line, file=sys.stderr, flush=True)
+def reporter_for(progress: Callable[[str], None] | terminal.Reporter | None) -> terminal.Reporter:
+    """The terminal's live display by default; a plain callable gets each step's result line only."""
+    if progress is None:
+        return terminal.for_terminal()
+    if callable(progress) and not hasattr(progress, "finished"):
+        return terminal.Lines(progress)
+    return progress  # type: ignore[return-value]
 
 
 class _Launcher:
@@ -722,9 +755,10 @@ class _Launcher:
 class _Scheduler:
     """Runs batches in order; later batches' kernels start ahead (see _Launcher)."""
 
-    def __init__(self, vr: ValidatedRun, ctx: _Context, policy: Policy, progress: Callable[[str], None]) -> None:
-        self.vr, self.ctx, self.policy, self.progress = vr, ctx, policy, progress
-        self.results: list[StepResult] = []
+    def __init__(self, vr: ValidatedRun, ctx: _Context, policy: Policy,
+                 carried: Sequence[StepResult] = ()) -> None:
+        self.vr, self.ctx, self.policy = vr, ctx, policy
+        self.results: list[StepResult] = list(carried)  # an earlier record's steps, when continuing it
         self.stop_reason: str | None = None
         self.position = {s.number: i + 1 for i, s in enumerate(vr.steps)}
         # bounded: a worker waits at most as long as every step could take before it
@@ -742,14 +776,20 @@ class _Scheduler:
             params = dict(self.vr.params[s.number])
             if s.number in self.vr.declares_run_dir:
                 params[RUN_DIR] = str(self.ctx.run_dir)
+            if skip is None:
+                self.ctx.reporter.started(s.number, self.label(s))
             g.open(skip, params)
+
+    def label(self, s: StepDef) -> str:
+        """`[4/6] remediate-and-retry`."""
+        return f"[{self.position[s.number]}/{len(self.vr.steps)}] {s.name}"
 
     def _collect(self, gates: Sequence[tuple[StepDef, _Gate]]) -> None:
         """Wait (bounded) for a batch, report progress, note the first failure."""
         for s, g in gates:
             r = g.done.result(timeout=self.gate_bound)
             self.results.append(r)
-            self.progress(_progress_line(self.position[s.number], len(self.vr.steps), r))
+            self.ctx.reporter.finished(s.number, _progress_line(self.position[s.number], len(self.vr.steps), r))
             if r.verdict == "error" and self.stop_reason is None:
                 self.stop_reason = f"step {r.step} ({r.name}) failed to execute"
 
@@ -762,7 +802,9 @@ class _Scheduler:
             launcher = _Launcher(pool, batches, self.ctx, self.gate_bound, on_last_warm=record.warm_report)
             with launcher.lock:
                 launcher._launch_next()  # the first batch's kernels boot while the snapshot is taken
+            self.ctx.reporter.phase(f"starting {len(batches[0])} kernel(s)")
             take_snapshot()
+            self.ctx.reporter.phase("waiting for the first kernel(s) to be ready")
             for k in range(len(batches)):
                 gates = launcher.opened(k)
                 self._open(gates)
@@ -779,18 +821,52 @@ def _progress_line(i: int, n: int, r: StepResult) -> str:
     return f"[{i}/{n}] {r.name} … {tail}"
 
 
+# Exit codes of `rollbook run` / `demo` (README, "Commands and exit codes"). 0, 2, 3 and 4 are the public
+# contract (shared/docs/interfaces.md); 5 and 6 are ours. When steps end differently the first in
+# EXIT_PRIORITY wins: a run that escalated exits 4 even if step 4 also needs a human.
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_STEP_ERROR, EXIT_ESCALATE = 0, 1, 2, 3, 4
+EXIT_NEEDS_HUMAN, EXIT_FAIL = 5, 6
+EXIT_PRIORITY: tuple[tuple[str, int], ...] = (
+    ("error", EXIT_STEP_ERROR), ("escalate", EXIT_ESCALATE), ("fail", EXIT_FAIL), ("needs_human", EXIT_NEEDS_HUMAN))
+
+
 def exit_code(steps: Sequence[StepResult]) -> int:
-    """3 if a step failed to execute, else 4 if a step escalated, else 0 (interfaces.md)."""
-    if any(s.verdict == "error" for s in steps):
-        return 3
-    return 4 if any(s.verdict == "escalate" for s in steps) else 0
+    """3 a step failed to execute, 4 escalate, 6 a check failed, 5 a human must decide, else 0 (pass/skip).
+
+    Steps carried from an earlier record do not count: their run already exited with its own code."""
+    verdicts = {s.verdict for s in steps if not s.from_record}
+    return next((code for verdict, code in EXIT_PRIORITY if verdict in verdicts), EXIT_OK)
 
 
-def _snapshot_into(run_dir: Path, snapshot: Callable[[], Mapping[str, Any]] | None, errors: list[str]) -> Callable[[], None]:
+def earlier_record(vr: ValidatedRun) -> tuple[continuation.Earlier | None, list[StepResult], tuple[str, ...]]:
+    """A run that starts after step 1 continues the incident's newest earlier record (same `--out`).
+
+    The earlier steps' results (the cause, the evidence) and its snapshot (the baseline step 4 and
+    the restarts compare against) are what the later steps need; a record a service made counts too."""
+    first = min(s.number for s in vr.steps)
+    before = [s.number for s in discover(vr.spec.runbooks_dir) if s.number < first]
+    if not before:
+        return None, [], ()
+    earlier = continuation.find_earlier(vr.spec.out, vr.spec.incident, vr.spec.namespace, vr.spec.rollout)
+    if earlier is None:
+        where = vr.spec.out / vr.spec.incident
+        return None, [], (f"No earlier record of {vr.spec.incident} for {vr.spec.namespace}/{vr.spec.rollout} "
+                          f"under {where}: steps {', '.join(map(str, before))} were not run and their findings "
+                          "are missing (run them, or pass the --out of the earlier run).",)
+    carried = earlier.steps(before)
+    missing = sorted(set(before) - {s.step for s in carried})
+    notes = (f"The earlier record {earlier.path} has no result for step(s) {', '.join(map(str, missing))}.",) \
+        if missing else ()
+    return earlier, carried, notes
+
+
+def _snapshot_into(run_dir: Path, snapshot: Callable[[], Mapping[str, Any]] | None, errors: list[str],
+                   reporter: terminal.Reporter) -> Callable[[], None]:
     """A thunk that writes the caller's snapshot; a failing snapshot is recorded, not fatal."""
     def take() -> None:
         if snapshot is None:
             return
+        reporter.phase("taking the snapshot while the kernels start")
         try:
             record.write_snapshot(run_dir, snapshot())
         except Exception as e:  # the steps still run; record.json says why the snapshot is missing
@@ -804,23 +880,47 @@ def run(
     snapshot: Callable[[], Mapping[str, Any]] | None = None,
     policy: Policy | None = None,
     secrets: Iterable[str] = (),
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | terminal.Reporter | None = None,
+    next_step: Callable[[ValidatedRun, Sequence[StepResult]], str | None] | None = None,
 ) -> RunResult:
-    """Validate, run the steps, write the record (also when a step fails); never raises for a step."""
+    """Validate, run the steps, write the record (also when a step fails); never raises for a step.
+
+    `progress`: None draws live progress on stderr; a callable gets each step's result line."""
     vr = spec if isinstance(spec, ValidatedRun) else validate(spec)
+    reporter = reporter_for(progress)
+    try:
+        return _run(vr, reporter, snapshot, policy, secrets, next_step)
+    finally:
+        reporter.close()
+
+
+def _run(vr: ValidatedRun, reporter: terminal.Reporter, snapshot: Callable[[], Mapping[str, Any]] | None,
+         policy: Policy | None, secrets: Iterable[str],
+         next_step: Callable[[ValidatedRun, Sequence[StepResult]], str | None] | None) -> RunResult:
+    """The body of run(): the record folder, the continuation, the steps, the record."""
     started = record.utc_now()
     run_dir = record.new_run_dir(vr.spec.out, vr.spec.incident)
+    earlier, carried, notes = earlier_record(vr)
+    if earlier is not None:
+        if continuation.carry(earlier, run_dir, carried):
+            snapshot = None  # the incident's snapshot is the earlier one: the baseline of the first look
+        reporter.note(f"continuing record {earlier.path} (steps {', '.join(str(s.step) for s in carried)} "
+                      "and its snapshot)")
+    for note in notes:
+        reporter.note(note)
     workdir = Path(tempfile.mkdtemp(prefix="rb-"))  # short path: unix socket names are limited to ~100 bytes
     snap_errors: list[str] = []
     try:
         ctx = _Context(run_dir, workdir, _kernel_env(workdir), vr.spec.step_timeout,
-                       vr.spec.cell_timeout or vr.spec.step_timeout, vr.spec.start_timeout, vr.spec.warmup)
-        sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), progress or _stderr_progress)
+                       vr.spec.cell_timeout or vr.spec.step_timeout, vr.spec.start_timeout, vr.spec.warmup,
+                       Path.cwd(), reporter)
+        sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), carried)
         crash: str | None = None
         try:
-            results = sched.run(_snapshot_into(run_dir, snapshot, snap_errors))
+            results = sched.run(_snapshot_into(run_dir, snapshot, snap_errors, reporter))
         except Exception as e:  # a bounded wait expired or a runner bug: still write what we have
             results, crash = sched.results, f"the runner stopped: {type(e).__name__}: {e}"
+        reporter.phase("writing the record (summary, report, bundle)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     code = 3 if crash else exit_code(results)
@@ -828,6 +928,9 @@ def run(
         incident=vr.spec.incident, namespace=vr.spec.namespace, rollout=vr.spec.rollout,
         context=vr.spec.context, run_id=run_dir.name, started_at=started, finished_at=record.utc_now(),
         tool_version=__version__, parameters=vr.parameters, exit_code=code, partial=code == 3,
-        snapshot_error=snap_errors[0] if snap_errors else None, error=crash)
+        snapshot_error=snap_errors[0] if snap_errors else None, error=crash,
+        continued_from=earlier.describe(carried) if earlier else None,
+        next_step=next_step(vr, results) if next_step else None, notes=notes)
     record.write_record(run_dir, info, results, secrets=[*secrets, *secrets_from_env()])
-    return RunResult(run_dir, code, tuple(results), code == 3)
+    ran = tuple(r for r in results if not r.from_record)  # the carried steps are the earlier run's
+    return RunResult(run_dir, code, ran, code == 3, info.continued_from, info.next_step)

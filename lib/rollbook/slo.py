@@ -505,10 +505,29 @@ def plot_metric(finding: SloFinding, canary_series: Sequence[Series] = (),
     verdict = {True: "canary breached", False: "canary within threshold", None: "no verdict"}[finding.breached]
     ax.set_title(f"{finding.name} — {verdict}")
     ax.set_xlabel("time (UTC)")
+    ax.set_ylabel(f"{finding.name} ({unit_of(finding.query, finding.name)})")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize="small")
     return fig
+
+
+_RATIO = re.compile(r"\)\s*/\s*(sum|rate|increase|count)\b")
+
+
+def unit_of(query: str | None, name: str = "") -> str:
+    """The unit a PromQL query's values are in, read from Prometheus' naming rules (`_seconds`, `_bytes`,
+    a ratio of rates); "as the query returns it" when the query does not say."""
+    q = (query or "").lower()
+    if _RATIO.search(q) or re.search(r"(^|[_\W])ratio\b", q) or "ratio" in name.lower().split("-"):
+        return "ratio, 0–1"
+    if "_seconds" in q:
+        return "seconds"
+    if "_bytes" in q:
+        return "bytes"
+    if "rate(" in q or "irate(" in q:
+        return "per second"
+    return "as the query returns it"
 
 
 def _line(ax: Any, points: Sequence[TimedValue], label: str, color: str, fmt: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from rollbook import app, runner
+from rollbook.errors import UsageError
 from rollbook.sandbox.server import Sandbox
 
 pytestmark = pytest.mark.notebooks
@@ -61,7 +62,7 @@ def test_evidence_gap_findings_match_the_cluster(scenario_run: Any) -> None:
     f = rec["findings"]
     ns, name = sb.info.rollouts[0]
     ro = _obj(sb, "rollouts", ns, name)
-    assert result.exit_code == 0
+    assert result.exit_code == 5  # step 4 needs a human (no report, no approval): its own code since issue 13
     assert f["phase"] == "Degraded" and f["status_message"].startswith("RolloutAborted:")
     assert f["trigger"] == "evidence" and f["failed_metrics"] == ["mc-evidence-ok"]
     assert f["mc_reason"] == sb.mc.verdict(f["release_id"], "production")["reason"]
@@ -174,17 +175,18 @@ def test_secret_never_reaches_the_record(sandbox_factory: Callable[..., Sandbox]
                     assert all(s.encode() not in z.read(n) for n in z.namelist() for s in secrets)
 
 
-def test_unknown_rollout_gives_partial_record_and_exit_3(sandbox_factory: Callable[..., Sandbox],
-                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_unknown_rollout_exits_2_before_any_kernel_and_names_what_exists(
+        sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # was: a partial record and exit 3 after every step met the same NotFound (issue 13 item 5)
     sb = sandbox_factory("evidence-gap")
     _env(monkeypatch, sb)
-    spec = runner.RunSpec(incident="INC-9", namespace="prod", rollout="no-such-rollout", out=tmp_path,
+    spec = runner.RunSpec(incident="INC-9", namespace="prod", rollout="no-such-rollout", out=tmp_path / "out",
                           runbooks_dir=app.default_runbooks(), steps=(1,), step_timeout=60)
-    result = app.run(spec)
-    rec = json.loads((result.record_dir / "record.json").read_text())
-    assert result.exit_code == 3
-    assert rec["steps"][0]["verdict"] == "error"
-    assert "no-such-rollout" in rec["steps"][0]["reason"]
+    with pytest.raises(UsageError) as e:
+        app.run(spec)
+    assert e.value.exit_code == 2 and "no-such-rollout" in str(e.value)
+    assert all(name in str(e.value) for ns, name in sb.rollouts if ns == "prod")
+    assert not (tmp_path / "out").exists()
 
 
 UPSTREAM = next((p / "fixtures" / "argo-rollouts" / "rollout-aborted"
@@ -198,7 +200,9 @@ def test_argos_own_aborted_fixture_runs_the_whole_playbook_without_guessing(scen
     # verdict, nothing is invented, and nothing is retried
     sb, result, rec = scenario_run(str(UPSTREAM))
     f = rec["findings"]
-    assert result.exit_code == 0, [(s["name"], s["verdict"], s["reason"]) for s in rec["steps"]]
+    # close-out cannot be verified without MC state (no expected release): a failed check exits 6 (issue 13)
+    verdicts = {s["name"]: s["verdict"] for s in rec["steps"]}
+    assert verdicts["verify-closeout"] == "fail" and result.exit_code == 6, verdicts
     assert f["phase"] == "Degraded" and f["status_message"].startswith('RolloutAborted: metric "web"')
     assert f["failed_metrics"] == ["web"] and f["trigger"] == "other"
     assert f["release_id"] is None and f["mc_reason"] is None and f["retried"] is False

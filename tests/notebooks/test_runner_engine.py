@@ -26,10 +26,11 @@ def _run(tmp_path: Path, lines: list[str] | None = None, **kw: Any) -> runner.Ru
     """Run the test playbook into tmp_path/out, collecting progress lines."""
     spec_kw: dict[str, Any] = dict(incident="INC-42", namespace="prod", rollout="api", out=tmp_path / "out",
                                    runbooks_dir=PLAYBOOK, step_timeout=60.0)
-    run_kw = {k: kw.pop(k) for k in ("policy", "snapshot", "secrets") if k in kw}
+    run_kw = {k: kw.pop(k) for k in ("policy", "snapshot", "secrets", "progress") if k in kw}
     spec_kw.update(kw)
     sink = lines if lines is not None else []
-    return runner.run(runner.RunSpec(**spec_kw), progress=sink.append, **run_kw)
+    run_kw.setdefault("progress", sink.append)
+    return runner.run(runner.RunSpec(**spec_kw), **run_kw)
 
 
 def _record(result: runner.RunResult) -> dict[str, Any]:
@@ -181,3 +182,75 @@ def test_runs_without_a_python3_kernelspec(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(KernelSpecManager, "get_kernel_spec", missing)
     result = _run(tmp_path, steps=[6])
     assert result.steps[0].verdict == "pass"
+
+
+class Events:
+    """A terminal reporter that keeps every event (what the live display would show)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any, str]] = []
+
+    def phase(self, text: str) -> None:
+        self.seen.append(("phase", None, text))
+
+    def note(self, text: str) -> None:
+        self.seen.append(("note", None, text))
+
+    def started(self, number: int, label: str) -> None:
+        self.seen.append(("started", number, label))
+
+    def output(self, number: int, line: str) -> None:
+        self.seen.append(("output", number, line))
+
+    def finished(self, number: int, line: str) -> None:
+        self.seen.append(("finished", number, line))
+
+    def close(self) -> None:
+        self.seen.append(("close", None, ""))
+
+
+def test_progress_reports_start_up_every_step_and_what_it_prints_while_it_runs(tmp_path: Path) -> None:
+    events = Events()
+    _run(tmp_path, progress=events, steps=[1, 4], params={"note": "live"}, snapshot=lambda: {"rollout": {}})
+    kinds = [(k, n) for k, n, _ in events.seen]
+    assert events.seen[0][0] == "phase" and kinds[-1] == ("close", None)
+    assert any(k == "phase" and "snapshot" in t for k, _, t in events.seen)
+    for n in (1, 4):
+        start, end = kinds.index(("started", n)), kinds.index(("finished", n))
+        printed = [i for i, (k, m, t) in enumerate(events.seen) if (k, m) == ("output", n) and
+                   t == f"CANARY-OUTPUT-{n} live"]
+        assert printed and start < printed[0] < end, "the step's output arrives while it runs"
+
+
+def test_a_later_run_continues_a_record_a_service_wrote_earlier(tmp_path: Path) -> None:
+    # the earlier record as a service writes it: the same runner, the same --out, no CLI
+    service = _run(tmp_path, steps=[1, 2, 3], params={"note": "service"}, snapshot=lambda: {"rollout": {"by": "svc"}})
+    lines: list[str] = []
+    follow_up = _run(tmp_path, lines, steps=[4, 5, 6], snapshot=lambda: {"rollout": {"by": "follow-up"}})
+    doc = _record(follow_up)
+    assert doc["continued_from"]["record"] == str(service.record_dir) and doc["continued_from"]["steps"] == [1, 2, 3]
+    assert [s["step"] for s in doc["steps"]] == [1, 2, 3, 4, 5, 6]
+    assert [s.get("from_record") for s in doc["steps"]] == [service.record_dir.name] * 3 + [None] * 3
+    # steps 4-6 saw the carried results and the earlier snapshot (the baseline), not a new one
+    assert [s["facts"]["seen_steps"] for s in doc["steps"][3:]] == [[1, 2, 3], [1, 2, 3, 4], [1, 2, 3, 4, 5]]
+    assert json.loads((follow_up.record_dir / "snapshot" / "rollout.json").read_text()) == {"by": "svc"}
+    assert (follow_up.record_dir / "01-confirm-rollback-status.ipynb").is_file()
+    assert [s.step for s in follow_up.steps] == [4, 5, 6] and len(lines) == 3
+    assert f"Continues record `{service.record_dir}`" in (follow_up.record_dir / "summary.md").read_text()
+    assert record.verify_manifest(follow_up.record_dir) == []
+
+
+def test_without_an_earlier_record_a_follow_up_says_what_is_missing(tmp_path: Path) -> None:
+    result = _run(tmp_path, steps=[4])
+    doc = _record(result)
+    assert doc["continued_from"] is None and "No earlier record of INC-42" in doc["notes"][0]
+    assert "No earlier record of INC-42" in (result.record_dir / "summary.md").read_text()
+
+
+def test_kernels_run_in_the_callers_folder_and_get_an_absolute_run_dir(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.run(runner.RunSpec(incident="INC-42", namespace="prod", rollout="api", out=Path("rel-out"),
+                                       runbooks_dir=PLAYBOOK, steps=[4, 5], step_timeout=60), progress=lambda _: None)
+    assert result.record_dir == tmp_path / "rel-out" / "INC-42" / result.record_dir.name
+    assert [s.facts["seen_steps"] for s in result.steps] == [[], [4]], "step 5 found results.json via run_dir"

@@ -246,7 +246,7 @@ def test_both_gates_failed_is_evidence_plus_slo_and_never_retried(play: Callable
     assert f["escalate"] is False and p.verdicts()["escalate"] == "pass"
     assert stable_is_sound(w) and mc_current(p, service_of(p, canary)) == w.release_of(w.stable_rs)
     assert f["closeout_ok"] is True
-    assert p.result.exit_code == 0
+    assert p.result.exit_code == 5  # step 4 needs a human (no retry): its own code since issue 13
 
 
 # --------------------------------------------------------------------------- 2. v1.2-v1.8 message, renamed gate
@@ -279,7 +279,7 @@ def test_legacy_message_and_renamed_gate_still_read_as_the_evidence_trigger(play
     assert step4["verdict"] == "needs_human" and f["retried"] is False  # MC still fails it: nothing to retry
     assert_nothing_mutated(p)
     assert p.mc_writes() == []
-    assert f["escalate"] is False and f["closeout_ok"] is True and p.result.exit_code == 0
+    assert f["escalate"] is False and f["closeout_ok"] is True and p.result.exit_code == 5  # step 4 needs a human
 
 
 # --------------------------------------------------------------------------- 3. pre-1.0 object, background analysis
@@ -307,7 +307,7 @@ def test_pre_v1_object_phase_is_derived_and_background_run_found(play: Callable[
     assert f["canary_revision"] == w.revision_of(w.canary_rs) and f["stable_revision"] == w.revision_of(w.stable_rs)
     assert p.verdicts()["remediate-and-retry"] == "needs_human" and f["retried"] is False
     assert_nothing_mutated(p)
-    assert f["escalate"] is False and f["closeout_ok"] is True and p.result.exit_code == 0
+    assert f["escalate"] is False and f["closeout_ok"] is True and p.result.exit_code == 5  # step 4 needs a human
 
 
 # --------------------------------------------------------------------------- Argo's part where the sandbox has none
@@ -486,7 +486,8 @@ def test_inconclusive_pause_is_not_treated_as_an_abort(play: Callable[..., Playe
     assert v["remediate-and-retry"] == "skip" and f["retried"] is False
     assert_nothing_mutated(p)
     assert p.mc_writes() == []
-    assert p.result.exit_code == 0
+    # step 1 needs a human and close-out cannot be verified on a paused rollout: a failed check is exit 6
+    assert v["verify-closeout"] == "fail" and p.result.exit_code == 6
 
 
 def test_inconclusive_pause_is_never_closed_out_for_the_right_reason(play: Callable[..., Played]) -> None:

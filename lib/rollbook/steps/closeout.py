@@ -73,24 +73,49 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
     return Outcome(6, "verify-closeout", "fail", f"Not ready to close: {'; '.join(failed)}{why}.", facts, findings)
 
 
-def ticket_text(view: RolloutView, outcome: Outcome, earlier: dict[str, Any]) -> str:
+def aborted_revision(view: RolloutView, earlier: dict[str, Any], snapshot_rollout: Any = None) -> str:
+    """The revision whose canary aborted: step 1's finding, else the snapshot's, never a later one.
+
+    After an undo the live Rollout's revision is the undo's new one (it re-creates the stable template),
+    so the live view names the aborted canary only while the Rollout is still aborted."""
+    found = (earlier.get("findings") or {}).get("canary_revision")
+    if found is None and isinstance(snapshot_rollout, dict):
+        found = ((snapshot_rollout.get("metadata") or {}).get("annotations") or {}).get("rollout.argoproj.io/revision")
+    if found is None and view.aborted:
+        found = view.canary_revision
+    return f"revision {found}" if found is not None else "revision not established"
+
+
+def _said(value: Any) -> str:
+    """A finding in the ticket: a missing one says so instead of printing None."""
+    if value is None or value == []:
+        return "not established"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return {True: "yes", False: "no"}.get(value, str(value)) if isinstance(value, bool) else str(value)
+
+
+def ticket_text(view: RolloutView, outcome: Outcome, earlier: dict[str, Any], snapshot_rollout: Any = None) -> str:
     """The ticket update: cause, remediation, AnalysisRun summary, state at close."""
     f = earlier.get("findings") or {}
     steps = {s.get("name"): s for s in earlier.get("steps") or []}
     rem = steps.get("remediate-and-retry") or {}
     run = next((r for r in view.analysis_runs if r.name == f.get("analysis_run")), None)
+    where = (f"{run.phase}, {run.summary}" if run else "no longer in the cluster; kept in snapshot/"
+             if f.get("analysis_run") else "no failed run recorded")
     lines = [
-        f"Rollout {view.namespace}/{view.name}, revision {f.get('canary_revision') or view.canary_revision}: "
+        f"Rollout {view.namespace}/{view.name}, {aborted_revision(view, earlier, snapshot_rollout)}: "
         f"canary aborted by its analysis gate.",
-        f"Cause: trigger {f.get('trigger')}, failed metrics {', '.join(f.get('failed_metrics') or []) or '-'}; "
-        f"MC reason: {f.get('mc_reason') or '-'}.",
-        f"AnalysisRun: {f.get('analysis_run') or '-'} ({run.phase + ', ' + run.summary if run else 'no longer in the cluster'}).",
-        f"Release identity: canary {f.get('release_id')}, evidence {f.get('evidence_release_id')} "
-        f"(ok: {f.get('release_identity_ok')}).",
+        f"Cause: trigger {_said(f.get('trigger'))}, failed metrics {_said(f.get('failed_metrics'))}; "
+        f"MC reason: {_said(f.get('mc_reason'))}.",
+        f"AnalysisRun: {_said(f.get('analysis_run'))} ({where}).",
+        f"Release identity: canary {_said(f.get('release_id'))}, evidence {_said(f.get('evidence_release_id'))} "
+        f"(matches: {_said(f.get('release_identity_ok'))}).",
         f"Remediation: {rem.get('reason') or 'none recorded'}",
         f"State at close: {view.phase}; stable {outcome.facts.get('stable_replicaset')} "
-        f"({', '.join(outcome.facts.get('stable_images') or [])}); MC current "
-        f"{(outcome.facts.get('mc_current') or {}).get('release_id')}; close-out {'verified' if outcome.verdict == 'pass' else 'NOT verified'}.",
+        f"({', '.join(outcome.facts.get('stable_images') or []) or 'images not established'}); MC current "
+        f"{_said((outcome.facts.get('mc_current') or {}).get('release_id'))}; close-out "
+        f"{'verified' if outcome.verdict == 'pass' else 'NOT verified'}.",
     ]
     return "\n".join(lines)
 
@@ -139,6 +164,6 @@ def run(incident: Incident, *, apply_closeout: bool = False) -> tuple[RolloutVie
     if reported and not reported.get("sent"):
         outcome.notes.append(f"MC still shows the failed release {dx.canary_release_id(view)[0]} as current; "
                              f"a rollback report to {expected} is {'planned (dry run)' if 'note' in reported else 'failing'}.")
-    text = ticket_text(view, outcome, incident.earlier())
+    text = ticket_text(view, outcome, incident.earlier(), incident.snapshot_object("rollout"))
     outcome.facts["ticket_text"] = text
     return view, outcome, text

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from rollbook import config as config_mod
 from rollbook import record
 from rollbook.cluster import Cluster, RolloutView, connect, read_rollout
-from rollbook.errors import ConfigError, UsageError
+from rollbook.errors import ConfigError, RollbookError, UsageError
 from rollbook.evidence import MCClient
 
 StepVerdict = Literal["pass", "fail", "needs_human", "escalate", "skip"]
@@ -76,21 +76,36 @@ class Incident:
         return read_rollout(self.cluster, self.namespace, self.rollout)
 
     def earlier(self) -> dict[str, Any]:
-        """Results of the steps already run in this run (empty outside a run)."""
+        """Results of the steps already run in this run (empty outside a run; missing inside one: an error)."""
         if self.run_dir is None:
             return {"steps": [], "findings": {}}
+        path = self.run_dir / record.RESULTS_FILE
+        if not path.is_file():
+            raise MissingInputError(
+                f"The earlier steps' results {path} are missing from this run's record "
+                f"(rollout {self.rollout!r} in namespace {self.namespace!r}).",
+                hint="`rollbook run` writes them before each step; pass the run's own absolute run_dir.")
         return record.read_results(self.run_dir)
 
     def snapshot_object(self, name: str) -> Any:
-        """An object captured into snapshot/ at the start of the run, or None."""
+        """An object captured into snapshot/ at the start of the run (None outside a run; missing: an error)."""
         if self.run_dir is None:
             return None
         path = self.run_dir / "snapshot" / f"{name}.json"
         if not path.is_file():
-            return None
+            raise MissingInputError(
+                f"The snapshot {path} is missing from this run's record (rollout {self.rollout!r} in namespace "
+                f"{self.namespace!r}): the baseline this step compares against was not captured.",
+                hint="record.json's snapshot_error says why the snapshot failed; fix that and run again.")
         import json
 
         return json.loads(path.read_text(encoding="utf-8"))
+
+
+class MissingInputError(RollbookError):
+    """Inside a run, an input a step needs (snapshot, earlier results, a picture) is not in the record.
+
+    Never a silent skip: a step that cannot compare against the snapshot must not report that nothing changed."""
 
 
 IN_CLUSTER = "in-cluster"
@@ -113,6 +128,10 @@ def open_incident(namespace: str = "", rollout: str = "", context: str = "", mc_
         raise UsageError(f"No {missing} given.",
                          hint=f"Set the `{missing}` parameter (or ${ENV_NAMESPACE}/${ENV_ROLLOUT}, which "
                               "`source .sandbox/env.sh` sets for the sandbox).")
+    if run_dir and not Path(run_dir).is_absolute():
+        # the kernel's working directory is not the caller's: a relative record folder would point elsewhere
+        raise UsageError(f"run_dir {run_dir!r} is not an absolute path.",
+                         hint="`rollbook run` passes the record folder as an absolute path; do the same.")
     return Incident(namespace=ns, rollout=name, context=context or None, mc_url=mc_url or None,
                     run_dir=Path(run_dir) if run_dir else None, incident=incident or None,
                     config=config_mod.load(config or None))
@@ -141,7 +160,8 @@ class Outcome:
 
         word = {"pass": "PASS", "fail": "FAIL", "needs_human": "NEEDS A HUMAN", "escalate": "ESCALATE",
                 "skip": "SKIP"}[self.verdict]
-        lines = [f"### Step {self.step} verdict: {word} (`{self.verdict}`)", "", self.reason, ""]
+        # bold, not a heading: report.html folds each step under its own summary line already
+        lines = [f"**Step {self.step} verdict: {word}** (`{self.verdict}`) — {self.reason}", ""]
         lines += [f"- {n}" for n in self.notes]
         display(Markdown("\n".join(lines)))
         display({record.STEP_RESULT_MIME: self.result()}, raw=True)
@@ -155,20 +175,35 @@ def _jsonable(value: Any) -> Any:
 
 
 def table(rows: list[dict[str, Any]] | dict[str, Any]) -> Any:
-    """Rows (or one mapping as field/value rows) as a pandas table for display: no index, nothing cut."""
+    """Rows (or one mapping as field/value rows) as a pandas table for display: no index, nothing cut.
+
+    Nested values are written out as `key: value` lines (never a Python repr) and long text wraps."""
     import pandas as pd
 
     if isinstance(rows, dict):
-        frame = pd.DataFrame({"field": list(rows), "value": [_cell(v) for v in rows.values()]})
+        frame = pd.DataFrame({"field": list(rows), "value": [cell_text(v) for v in rows.values()]})
     else:
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame([{k: cell_text(v) for k, v in r.items()} for r in rows])
     # a Styler renders the whole text of each cell (messages are evidence) and hides the 0..n index
-    return frame.style.hide(axis="index").format(na_rep="—").set_properties(**{"text-align": "left"})
+    return (frame.style.hide(axis="index").format(na_rep="—", escape="html")
+            .set_properties(**{"text-align": "left", "vertical-align": "top", "white-space": "pre-wrap",
+                               "word-break": "break-word", "max-width": "48em"}))
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
+def cell_text(value: Any, depth: int = 0) -> Any:
+    """A table cell as people read it: lists joined, mappings as `key: value` lines, JSON below that."""
+    import json
+
+    if value is None or isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if depth >= 2:
+        return json.dumps(value, default=str, ensure_ascii=False)
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return value
+        return "\n".join(f"{k}: {cell_text(v, depth + 1) if v is not None else '—'}" for k, v in value.items()) or "—"
+    if isinstance(value, (list, tuple, set)):
+        items = [str(cell_text(v, depth + 1)) for v in value]
+        joiner = "\n" if any(isinstance(v, dict) or "\n" in i for v, i in zip(value, items, strict=True)) else ", "
+        return joiner.join(items) or "none"
+    return str(value)

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from rollbook import diagnosis as dx
-from rollbook.cluster import RolloutView
+from rollbook.cluster import RolloutView, build_view
+from rollbook.record import deadline_words
 from rollbook.steps.core import Incident, Outcome
 
 
@@ -29,14 +30,47 @@ def baseline_restarts(incident: Incident) -> dict[str, int] | None:
     return counts
 
 
+def snapshot_view(incident: Incident) -> RolloutView | None:
+    """The Rollout as the run's snapshot captured it (None outside a run): its runs and events outlive GC."""
+    rollout = incident.snapshot_object("rollout")
+    if not isinstance(rollout, dict):
+        return None
+    return build_view(rollout, *(incident.snapshot_object(n) or [] for n in
+                                 ("replicasets", "pods", "analysisruns", "events")))
+
+
+def loop_seen(view: RolloutView, at_start: RolloutView | None) -> dx.LoopInfo:
+    """The rollback loop now or at the snapshot (a retry that promoted the release does not undo a loop)."""
+    now = dx.loop_info(view)
+    if at_start is None:
+        return now
+    then = dx.loop_info(at_start)
+    if then.revision is not None and now.revision not in (None, then.revision):
+        return now  # a new release since the snapshot: its own runs count, not the old one's
+    runs = tuple(sorted(set(now.failed_runs) | set(then.failed_runs)))
+    return dx.LoopInfo(now.revision or then.revision, runs, max(now.retries, then.retries),
+                       now.looping or then.looping)
+
+
+def first_abort(view: RolloutView, at_start: RolloutView | None) -> tuple[datetime | None, str]:
+    """The first abort of this canary, from the live objects and the snapshot (events and runs are GC'd)."""
+    found = [dx.first_abort(v) for v in (view, at_start) if v is not None]
+    known = [f for f in found if f[0] is not None]
+    return min(known) if known else (None, "no abort time known")
+
+
 def assess(view: RolloutView, *, incident_start: datetime | None, now: datetime,
-           baseline: dict[str, int] | None, earlier_findings: dict[str, Any]) -> Outcome:
-    """Loop or degraded service → escalate; the deadline is 15 min from the abort or incident start."""
-    loop = dx.loop_info(view)
+           baseline: dict[str, int] | None, earlier_findings: dict[str, Any],
+           at_start: RolloutView | None = None) -> Outcome:
+    """Loop or degraded service → escalate; the deadline is 15 min from the abort or incident start.
+
+    A loop past its deadline escalates whatever was approved since: people had to hear of it by then."""
+    loop = loop_seen(view, at_start)
     complete, problems = dx.rollback_complete(view) if view.aborted else (True, [])
     health = dx.stable_health(view, baseline)
-    aborted_at, abort_source = dx.first_abort(view)
+    aborted_at, abort_source = first_abort(view, at_start)
     deadline = dx.escalation_deadline(aborted_at, incident_start)
+    past = bool(deadline and now >= deadline)
     reasons = []
     if loop.looping:
         reasons.append(f"rollback loop: {len(loop.failed_runs)} failed analyses for revision {loop.revision} "
@@ -55,36 +89,72 @@ def assess(view: RolloutView, *, incident_start: datetime | None, now: datetime,
     facts = {"loop": loop.__dict__, "rollback_complete": complete, "stable_health": health,
              "aborted_at": view.aborted_at, "first_abort_at": dx.iso(aborted_at), "first_abort_from": abort_source,
              "incident_start": dx.iso(incident_start),
-             "deadline": dx.iso(deadline), "past_deadline": bool(deadline and now >= deadline),
+             "deadline": dx.iso(deadline), "deadline_from": _deadline_from(aborted_at, incident_start),
+             "deadline_words": deadline_words(deadline, now), "past_deadline": past,
              "minutes_since_abort": minutes_since, "reasons": reasons,
+             "restart_baseline": "none (outside a run)" if baseline is None else f"snapshot: {len(baseline)} stable pods",
              "note": "The Rollout stays Degraded by design until its spec is reverted; its phase alone is not "
                      "the signal."}
     findings = {"escalate": due, "escalation_due_at": dx.iso(deadline)}
-    if view.phase == "Healthy" and not view.aborted and health["all_ready"] and not health["new_restarts"]:
+    healthy = view.phase == "Healthy" and not view.aborted and health["all_ready"] and not health["new_restarts"]
+    if healthy and not (loop.looping and past):
         findings["escalate"] = False
-        past = f" (earlier: {'; '.join(reasons)})" if reasons else ""
-        return Outcome(5, "escalate", "pass", f"The rollout is Healthy now: no escalation{past}.", facts, findings)
+        earlier = f" (earlier: {'; '.join(reasons)})" if reasons else ""
+        return Outcome(5, "escalate", "pass", f"The rollout is Healthy now: no escalation{earlier}.", facts, findings)
+    if healthy:
+        reasons[0] += " before the rollout became Healthy, past the 15-minute deadline"
     if not due:
-        by = f"escalate by {dx.iso(deadline)} if that changes" if deadline else "no abort time to count 15 minutes from"
+        by = f"escalate by {dx.iso(deadline)} ({deadline_words(deadline, now)}) if that changes" if deadline \
+            else "no abort time to count 15 minutes from"
         state = "rollback complete" if view.aborted else f"not aborted ({view.phase})"
         return Outcome(5, "escalate", "pass",
                        f"No escalation needed: no loop (failed runs: {len(loop.failed_runs)}), {state}, "
                        f"stable pods healthy; {by}.", facts, findings)
-    when = ("now" if deadline is None else f"the deadline {dx.iso(deadline)} has passed" if facts["past_deadline"]
-            else f"do it before {dx.iso(deadline)}")
+    when = "now" if deadline is None else (f"the deadline {dx.iso(deadline)} {deadline_words(deadline, now)}" if past
+                                           else f"do it before {dx.iso(deadline)}, {deadline_words(deadline, now)}")
     return Outcome(5, "escalate", "escalate", f"Escalate to the deployment lead and SRE ({when}): {'; '.join(reasons)}.",
                    facts, findings)
+
+
+def _deadline_from(aborted_at: datetime | None, incident_start: datetime | None) -> str | None:
+    """Which time the 15 minutes count from (the earlier of the first abort and the incident start)."""
+    if aborted_at is None and incident_start is None:
+        return None
+    if incident_start is not None and (aborted_at is None or incident_start < aborted_at):
+        return "the incident start"
+    return "the first abort"
+
+
+def status_line(view: RolloutView) -> str:
+    """`Degraded — RolloutAborted: …`, or just the phase when Argo gives no message."""
+    return f"{view.phase} — {view.message}" if view.message else view.phase
+
+
+def timing_line(facts: dict[str, Any]) -> str:
+    """When it first aborted and when escalation is due, in order and in words (never a bare None)."""
+    if facts.get("first_abort_at"):
+        first = (f"First aborted at {facts['first_abort_at']} ({facts['minutes_since_abort']:.0f} min ago, from "
+                 f"{facts['first_abort_from']})")
+    else:
+        first = "Abort time unknown (no status.abortedAt, abort event or finished analysis)"
+    if facts.get("incident_start"):
+        first += f"; incident started at {facts['incident_start']}"
+    if not facts.get("deadline"):
+        return f"{first}; escalation deadline unknown: escalate now if it is due."
+    return (f"{first}; escalation deadline {facts['deadline']}, 15 min after {facts['deadline_from']} "
+            f"({facts['deadline_words']}).")
 
 
 def message(view: RolloutView, outcome: Outcome, mc_reason: str | None, record_link: str | None) -> str:
     """The escalation message for the deployment lead and SRE, in the playbook's terms."""
     f = outcome.facts
+    revision = f"canary revision {view.canary_revision}" if view.canary_revision is not None else "the canary"
     lines = [
-        f"Rollout {view.namespace}/{view.name} — canary revision {view.canary_revision} aborted by its analysis gate.",
-        f"Status: {view.phase}: {view.message or '-'}",
+        f"Rollout {view.namespace}/{view.name} — {revision} aborted by its analysis gate.",
+        f"Status now: {status_line(view)}",
         f"Evidence failure reason: {mc_reason or 'not established (see the record)'}",
         f"Why escalate: {'; '.join(f['reasons']) or 'not needed'}",
-        f"Aborted at {f['aborted_at']} ({f['minutes_since_abort']} min ago); escalation deadline {f['deadline']}.",
+        timing_line(f),
     ]
     if record_link:
         lines.append(f"Incident record: {record_link}")
@@ -98,7 +168,7 @@ def run(incident: Incident, incident_start: str = "", *, notify: bool = False) -
     view = incident.view()
     earlier = incident.earlier().get("findings") or {}
     outcome = assess(view, incident_start=dx.parse_time(incident_start), now=dx.now_utc(),
-                     baseline=baseline_restarts(incident), earlier_findings=earlier)
+                     baseline=baseline_restarts(incident), earlier_findings=earlier, at_start=snapshot_view(incident))
     link = str(incident.run_dir) if incident.run_dir else None
     text = message(view, outcome, earlier.get("mc_reason"), link)
     outcome.facts["message"] = text

@@ -12,7 +12,8 @@ from rollbook import dashboards, paging
 from rollbook import diagnosis as dx
 from rollbook.cluster import RolloutView
 from rollbook.errors import RollbookError
-from rollbook.steps.core import Incident, Outcome
+from rollbook.steps.core import Incident, MissingInputError, Outcome
+from rollbook.steps.escalate import status_line
 from rollbook.steps.slo_view import gather
 
 
@@ -73,6 +74,23 @@ def pictures(incident: Incident, view: RolloutView) -> tuple[list[tuple[str, Pat
     return saved, ("slo-plots" if saved else "none"), note
 
 
+def check_pictures(incident: Incident, pics: list[tuple[str, Path]]) -> None:
+    """Every picture the page points at is a file in this run's record: a page must not name a lost file."""
+    folder = picture_dir(incident) if incident.run_dir else None
+    for title, path in pics:
+        inside = folder is None or Path(path).resolve().parent == folder.resolve()
+        if not (Path(path).is_file() and inside):
+            raise MissingInputError(
+                f"The dashboard picture {title!r} ({path}) is not in the record's pictures/ folder"
+                f"{f' {folder}' if folder else ''} (rollout {view_name(incident)}).",
+                hint="The page would point at a file nobody can open; check the record folder is writable.")
+
+
+def view_name(incident: Incident) -> str:
+    """`namespace/rollout` for messages."""
+    return f"{incident.namespace}/{incident.rollout}"
+
+
 def message(incident: Incident, view: RolloutView, outcome: Outcome, mc_reason: str | None,
             pics: list[tuple[str, Path]]) -> paging.Escalation:
     """The escalation as the paging module renders it for PagerDuty, Slack and webhooks."""
@@ -81,16 +99,28 @@ def message(incident: Incident, view: RolloutView, outcome: Outcome, mc_reason: 
     if incident.run_dir is not None:
         record_link = dashboards.public_url(link_base, incident.run_dir.parent.parent, incident.run_dir) or str(
             incident.run_dir)
+    check_pictures(incident, pics)
     images = tuple(paging.Image(title=t, path=str(p), url=dashboards.public_url(
         link_base, incident.run_dir.parent.parent, p) if incident.run_dir else None) for t, p in pics)
-    aborted: datetime | None = dx.parse_time(view.aborted_at)
+    f = outcome.facts
+    # the first abort: status.abortedAt is reset by every retry that aborts again, the deadline is not
+    aborted: datetime | None = dx.parse_time(f.get("first_abort_at")) or dx.parse_time(view.aborted_at)
+    revision = f"revision {view.canary_revision}" if view.canary_revision is not None else "canary"
     return paging.Escalation(
-        title=f"Rollout {view.namespace}/{view.name} revision {view.canary_revision}: escalation due",
+        title=f"Rollout {view.namespace}/{view.name} {revision}: escalation due",
         reason=mc_reason or outcome.reason, rollout=view.name, namespace=view.namespace,
         context=incident.cluster.context or "", revision=view.canary_revision, aborted_at=aborted,
-        minutes_since_abort=outcome.facts.get("minutes_since_abort"), record_link=record_link, images=images,
-        facts={"why": outcome.facts.get("reasons"), "deadline": outcome.facts.get("deadline"),
-               "status": view.message}, incident=incident.incident)
+        minutes_since_abort=f.get("minutes_since_abort"), record_link=record_link, images=images,
+        facts=page_facts(view, outcome), incident=incident.incident)
+
+
+def page_facts(view: RolloutView, outcome: Outcome) -> dict[str, str]:
+    """The page's extra fields as sentences people read (Slack shows each as a field)."""
+    f = outcome.facts
+    deadline = (f"{f['deadline']} ({f.get('deadline_words')}, 15 min after {f.get('deadline_from')})"
+                if f.get("deadline") else "unknown: escalate now")
+    return {"Why escalate": "; ".join(f.get("reasons") or []) or "see the reason",
+            "Deadline": deadline, "Status now": status_line(view)}
 
 
 def send(incident: Incident, view: RolloutView, outcome: Outcome, mc_reason: str | None, *,
