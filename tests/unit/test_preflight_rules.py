@@ -313,3 +313,16 @@ def test_the_operator_holds_every_viewer_row_and_the_table_is_complete() -> None
     assert viewer < operator
     assert {(p.verb, p.resource_path) for p in operator - viewer} == {("patch", "rollouts/status"), ("patch", "rollouts")}
     assert all(p.why and p.steps for p in PERMISSIONS)
+
+
+def test_a_planted_secret_never_reaches_the_findings() -> None:
+    from rollbook.preflight import Report, to_json
+
+    planted = "s3cr3t-planted-9f2c"
+    objs = reference()
+    _web(objs)["headers"][0]["value"] = f"Bearer {planted}"
+    _web(objs).update(insecure=True, url=_web(objs)["url"] + f"&access_token={planted}")
+    step_analysis(objs["rollout"])["args"].append({"name": "mc-token", "value": planted})
+    found = check(objs)
+    assert {"secret-literal", "tls-insecure"} <= {f.id for f in found}
+    assert planted not in to_json(Report(tuple(found)))

@@ -7,6 +7,7 @@ Each rule is a pure function ``Gate -> list[Finding]``. MC's verdict fields come
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from rollbook.preflight import catalogue as c
 from rollbook.preflight.model import Finding, finding
@@ -39,6 +40,12 @@ _FIELD_INDEX = re.compile(r"\bresult\s*\[\s*[\"']([^\"']+)[\"']\s*\]")
 _WHOLE_RESULT = re.compile(r"\bresult\b(?!\s*[.\[])")
 _SECRET_HEADER = re.compile(r"authorization|token|api[-_]?key|secret|password|cookie", re.I)
 _SECRET_QUERY = re.compile(r"[?&](access_token|token|api_key|apikey|key|password)=(?!\{\{)", re.I)
+
+
+def _host(settings: dict[str, object]) -> str:
+    """scheme://host of a provider's URL: never its path or query (a query may carry a credential)."""
+    url = urlsplit(str(settings.get("url") or settings.get("address") or ""))
+    return f"{url.scheme}://{url.hostname}" if url.scheme and url.hostname else ""
 
 
 def _where(use: Use, i: int, rest: str = "") -> str:
@@ -185,7 +192,7 @@ def tls_insecure(gate: Gate) -> list[Finding]:
                     else "whoever answers decides the SLO verdict")
             out.append(finding(
                 c.TLS_INSECURE, use.namespace, use.object, _where(use, i, f"provider.{kind}.insecure"),
-                f'Metric "{m.get("name")}" calls {settings.get("url") or settings.get("address") or kind} without '
+                f'Metric "{m.get("name")}" calls {_host(settings) or kind} without '
                 f"verifying its certificate: {what}. Step 2 cannot trust the stored verdict.",
                 f"""
 # {use.kind} {use.template_name}: verify TLS (mount the CA into the controller if MC uses a private one)
