@@ -97,6 +97,33 @@ def demo(scenario: str, out: Path, no_approve: bool) -> None:
     _guard(lambda: _finish(app.demo(scenario, out=out, approve=not no_approve)))
 
 
+@main.command()
+@click.option("--namespace", "-n", default="", envvar="ROLLBOOK_NAMESPACE", help="Namespace of the Rollouts.")
+@click.option("--all-namespaces", "-A", is_flag=True, help="Check the Rollouts of every namespace.")
+@click.option("--rollout", default="", help="Check only this Rollout (default: every Rollout in scope).")
+@click.option("--context", default="", envvar="ROLLBOOK_CONTEXT", help="Kube context that reads (default: current).")
+@click.option("--config", default=None, envvar="ROLLBOOK_CONFIG", help="rollbook.yaml (read/action contexts).")
+@click.option("--controller-namespace", default="argo-rollouts", show_default=True,
+              help="Namespace of the Argo Rollouts controller (its notification ConfigMap).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON (README, 'Preflight').")
+def preflight(namespace: str, all_namespaces: bool, rollout: str, context: str, config: str | None,
+              controller_namespace: str, as_json: bool) -> None:
+    """Check the gate's configuration and permissions against the playbook: exit 0 clean, 1 any error."""
+    from rollbook import preflight as pf
+
+    def body() -> None:
+        if all_namespaces and namespace and click.get_current_context().get_parameter_source(
+                "namespace") is click.core.ParameterSource.ENVIRONMENT:
+            chosen = ""  # -A wins over $ROLLBOOK_NAMESPACE (only an explicit --namespace conflicts)
+        else:
+            chosen = namespace
+        report = pf.run_preflight(chosen, all_namespaces, rollout, context, config, controller_namespace)
+        click.echo(pf.to_json(report) if as_json else pf.text(report), nl=False)
+        sys.exit(report.exit_code)
+
+    _guard(body)
+
+
 def _finish(result: RunResult) -> None:
     """Print the summary, the record's path, the record it continued and the NEXT line; exit with the run's code."""
     run_dir = result.record_dir

@@ -78,7 +78,7 @@ def discover(runbooks_dir: Path) -> list[StepDef]:
     steps = []
     for path in sorted(folder.glob("[0-9][0-9]-*.ipynb")):
         m = _NOTEBOOK_RE.match(path.name)
-        if m:
+        if m and m[1] != "00":  # steps are 01-99; 00-preflight.ipynb is run before an incident, not in one
             meta = nbformat.read(path, as_version=4).metadata.get("rollbook", {})
             steps.append(StepDef(int(m[1]), m[2], path, bool(meta.get("parallel", PLAYBOOK.get(m[2], False))),
                                  meta.get("warmup")))

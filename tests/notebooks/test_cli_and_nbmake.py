@@ -64,7 +64,7 @@ def test_nbmake_runs_every_runbook_with_defaults(sandbox_factory: Callable[..., 
                            "-p", "no:xdist", "--rootdir", str(tmp_path), str(runbooks)],
                           capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "6 passed" in proc.stdout
+    assert "7 passed" in proc.stdout  # the six steps and 00-preflight
     assert {p: p.read_bytes() for p in runbooks.glob("*.ipynb")} == before, "nbmake must not write outputs back"
     assert sb.store.get("rollouts", ns, name)["status"]["abort"] is True, "defaults must change nothing"
     assert sb.services is not None and sb.services.incidents == {}, "defaults send nothing"

@@ -10,7 +10,8 @@ import pytest
 
 from rollbook import app, runner
 
-RUNBOOKS = sorted(app.default_runbooks().glob("[0-9][0-9]-*.ipynb"))
+NOTEBOOKS = sorted(app.default_runbooks().glob("[0-9][0-9]-*.ipynb"))  # the steps and 00-preflight
+RUNBOOKS = [s.notebook for s in runner.discover(app.default_runbooks())]  # the playbook's steps (01-99)
 NAMES = ["01-confirm-rollback-status", "02-inspect-evidence", "03-validate-release-identity",
          "04-remediate-and-retry", "05-escalate", "06-verify-closeout"]
 MAX_CELL_LINES = 15
@@ -20,9 +21,10 @@ FORBIDDEN = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Try, ast.F
 
 def test_the_six_playbook_steps_in_order() -> None:
     assert [p.stem for p in RUNBOOKS] == NAMES
+    assert [p.stem for p in NOTEBOOKS] == ["00-preflight", *NAMES], "00-preflight is a notebook, not a step"
 
 
-@pytest.mark.parametrize("path", RUNBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_clean(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
@@ -30,7 +32,7 @@ def test_committed_clean(path: Path) -> None:
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
 
 
-@pytest.mark.parametrize("path", RUNBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_structure_and_no_logic(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     cells = nb.cells
@@ -47,7 +49,8 @@ def test_structure_and_no_logic(path: Path) -> None:
         tree = ast.parse(cell.source)
         bad = [type(n).__name__ for n in ast.walk(tree) if isinstance(n, FORBIDDEN)]
         assert not bad, f"logic in cell {i} of {path.name}: {bad}"
-    assert cells[-1].cell_type == "code" and cells[-1].source.strip() == "outcome.show()"
+    last = "preflight.show(report)" if path.stem == "00-preflight" else "outcome.show()"
+    assert cells[-1].cell_type == "code" and cells[-1].source.strip() == last
 
 
 @pytest.mark.parametrize("path", RUNBOOKS, ids=lambda p: p.stem)

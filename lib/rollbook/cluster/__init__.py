@@ -1,5 +1,6 @@
 """The cluster read model and actions: the only part of rollbook that talks to Kubernetes."""
 
+from rollbook.cluster import gate  # raw reads and access reviews for `rollbook preflight`
 from rollbook.cluster.actions import ActionResult, NoRevision, SentRequest, StaleRollout, abort, retry, undo
 from rollbook.cluster.analysis import (
     analysisrun_command,
@@ -34,6 +35,7 @@ from rollbook.cluster.rollout import (
 )
 
 __all__ = [
+    "gate",
     "AbortInfo", "ActionResult", "AnalysisRunInfo", "Cluster", "ContainerInfo", "EventInfo", "ImageInfo",
     "Measurement", "MetricResult", "NoRevision", "PodInfo", "ReplicaSetInfo", "RolloutSummary", "RolloutView",
     "SentRequest", "StaleRollout", "Stats", "WaitTimeout", "abort", "analysisrun_command", "build_analysis_run", "build_view",
