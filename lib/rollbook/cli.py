@@ -96,6 +96,38 @@ def demo(scenario: str, out: Path, no_approve: bool) -> None:
     _guard(lambda: _finish(app.demo(scenario, out=out, approve=not no_approve)))
 
 
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
+              help="Folder of incident records (the index is <out>/history.sqlite).")
+@click.option("--namespace", "-n", default=None, help="Only this namespace.")
+@click.option("--rollout", default=None, help="Only this Rollout.")
+@click.option("--metric", default=None, help="Only records where this metric failed, e.g. ig-error-rate.")
+@click.option("--since", default=None, help="Only records started within this long, e.g. 30m, 24h, 7d.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--rebuild", is_flag=True, help="Rebuild the index from the records on disk first.")
+def history(out: Path, namespace: str | None, rollout: str | None, metric: str | None, since: str | None,
+            as_json: bool, rebuild: bool) -> None:
+    """List the incident records indexed in <out>/history.sqlite, newest first."""
+    import json
+
+    from rollbook import history as hist
+
+    def body() -> None:
+        window = hist.parse_since(since)
+        if rebuild:
+            count, problems = hist.rebuild(out)
+            for problem in problems:
+                click.echo(f"rollbook: not indexed: {problem}", err=True)
+            click.echo(f"rollbook: history rebuilt from {count} record(s) in {out}", err=True)
+        entries = hist.query(out, namespace=namespace, rollout=rollout, metric=metric, since=window)
+        if as_json:
+            click.echo(json.dumps([e.to_json() for e in entries], indent=2))
+        else:
+            hist.print_table(entries, out_dir=out)
+
+    _guard(body)
+
+
 def _finish(result: RunResult) -> None:
     """Print the summary and the record's path; exit with the run's code."""
     run_dir = result.record_dir
