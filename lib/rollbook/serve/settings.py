@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rollbook.config import Config, load
-from rollbook.errors import UsageError
+from rollbook.errors import ConfigError, UsageError
 from rollbook.serve.notification import DEFAULT_PATTERN, check_pattern
 
 TOKEN_ENV = "ROLLBOOK_SERVE_TOKEN"
@@ -124,7 +124,10 @@ def build(*, listen: str, config: str | None, out: Path, workers: int, queue: in
     if grace < 0 or step_timeout <= 0:
         raise UsageError("--grace must be >= 0 and --step-timeout > 0 seconds.")
     host, port = parse_listen(listen)
-    cfg = load(config)
+    try:
+        cfg = load(config)
+    except ConfigError as e:
+        raise UsageError(f"rollbook serve cannot start: {e.message}", hint=e.hint) from e
     opts = _options(cfg)
     return Settings(token=_token(cfg), host=host, port=port, out=Path(out), config_path=config, config=cfg,
                     workers=workers, queue_bound=queue, steps=chosen, context=context, runbooks=runbooks,
