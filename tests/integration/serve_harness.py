@@ -25,6 +25,7 @@ import httpx
 import yaml
 from go_template import render, time_vars
 
+from rollbook.sandbox.controller import Timings
 from rollbook.sandbox.server import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +91,9 @@ def build_scenario(folder: Path, *, copies: Iterable[str] = (), with_gate: bool 
 
 
 GATE = ("pricing", "quote-engine")
+# the simulated controller would finish that rollback itself (abortScaleDownDelaySeconds x scale): with
+# this scale it owes it in hours, so only the test finishes it (finish_rollback)
+HOLDING = Timings(analysis_seconds=600.0, error_interval_seconds=0.02, scale=100.0, idle_poll_seconds=0.05)
 
 
 def step1_is_waiting(sb: Sandbox, namespace: str = GATE[0], name: str = GATE[1], *, since: int = 0) -> bool:

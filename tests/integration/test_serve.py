@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 import yaml
-from serve_harness import GATE, ServeProcess, build_scenario, record_dirs, rendered_body
+from serve_harness import (
+    GATE,
+    HOLDING,
+    ServeProcess,
+    build_scenario,
+    record_dirs,
+    rendered_body,
+    step1_is_waiting,
+    wait_for,
+)
 
 from rollbook import history, record
 from rollbook.sandbox.server import Sandbox
@@ -22,7 +31,7 @@ from rollbook.sandbox.server import Sandbox
 
 @pytest.fixture
 def world(tmp_path: Path, sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
-    return sandbox_factory(build_scenario(tmp_path / "scenario", copies=["prod"], with_gate=True))
+    return sandbox_factory(build_scenario(tmp_path / "scenario", copies=["prod"], with_gate=True), timings=HOLDING)
 
 
 @pytest.fixture
@@ -197,7 +206,8 @@ def test_queue_full_is_429_with_retry_after_and_duplicates_still_200(world: Sand
     svc.start()
     try:
         held = svc.post(rendered_body(world, *GATE)).json()["incident"]  # runs, held in step 1 by the gate
-        svc.wait_status(held, ("running",), 60)
+        wait_for(lambda: step1_is_waiting(world), 180, "step 1 of the held incident to wait for the rollback")
+        assert svc.incident(held)["status"] == "running"
         queued = svc.post(rendered_body(world, "prod", "api"))
         assert queued.status_code == 202
         full = svc.post({"namespace": "prod", "rollout": "api", "revision": "8", "trigger": "on-rollout-aborted"})
