@@ -249,3 +249,22 @@ def test_refuses_to_start_without_a_token_or_with_a_mutating_step(world: Sandbox
     res = _serve(["--config", str(bare), "--executor", "kubernetes"], tmp_path, token_env)
     assert res.returncode == 2 and "not available yet" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_with_notify_the_first_look_reaches_slack_and_the_webhook(world: Sandbox, tmp_path: Path) -> None:
+    svc = ServeProcess(world, tmp_path / "svc", steps="1", serve_options={"notify": True}).start()
+    try:
+        incident = svc.post(rendered_body(world, "prod", "api")).json()["incident"]
+        done = svc.wait_status(incident, ("done", "failed"), 180)
+        assert done["status"] == "done" and sorted(done["first_look"]["sent"]) == ["slack", "webhook"]
+        assert world.services is not None
+        [slack] = world.services.received("slack")
+        message = json.loads(slack.body)
+        assert message["blocks"][0]["type"] == "header" and "prod/api revision" in message["blocks"][0]["text"]["text"]
+        [hook] = world.services.received("webhook")
+        body = json.loads(hook.body)
+        assert body["type"] == "rollbook.first-look" and body["message"]["incident"] == incident
+        assert body["message"]["facts"]["1 confirm-rollback-status"] == "pass"
+        assert hook.headers.get("Idempotency-Key", hook.headers.get("idempotency-key", "")).endswith("/first-look")
+    finally:
+        svc.stop()

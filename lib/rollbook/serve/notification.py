@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from rollbook.errors import UsageError
 from rollbook.record import check_incident
 
 TRIGGERS = ("on-rollout-aborted", "on-analysis-run-failed", "on-analysis-run-error")
@@ -171,7 +172,7 @@ def check_pattern(pattern: str) -> str:
                          "one incident id")
     try:
         check_incident(pattern.format(namespace="ns", rollout="ro", revision=1))
-    except (KeyError, IndexError, ValueError) as e:
+    except (KeyError, IndexError, ValueError, UsageError) as e:
         raise ValueError(f"serve.incident_pattern {pattern!r} does not make a valid incident id: {e}") from e
     return pattern
 
