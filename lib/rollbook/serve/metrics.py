@@ -45,6 +45,10 @@ class Metrics:
                                 ["kind"], registry=r)
         for kind in FAILURE_KINDS:
             self.failures.labels(kind)
+        self.intake_seconds = Histogram("rollbook_serve_intake_seconds",
+                                        "Seconds to answer a notification (parse, validate, commit to the queue)",
+                                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+                                        registry=r)
         self.first_look = Counter("rollbook_serve_first_look", "First-look deliveries, by target and result",
                                   ["target", "result"], registry=r)
 

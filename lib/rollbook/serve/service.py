@@ -129,6 +129,7 @@ class Service:
 
     def latency(self, seconds: float) -> None:
         """How long the intake took (logged when over the 100 ms the service promises)."""
+        self.metrics.intake_seconds.observe(seconds)
         if seconds > 0.1:
             print(f"rollbook serve: a notification took {seconds * 1000:.0f} ms to answer", file=sys.stderr)
 
