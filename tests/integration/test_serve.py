@@ -268,3 +268,14 @@ def test_with_notify_the_first_look_reaches_slack_and_the_webhook(world: Sandbox
         assert hook.headers.get("Idempotency-Key", hook.headers.get("idempotency-key", "")).endswith("/first-look")
     finally:
         svc.stop()
+
+
+def test_relative_config_and_out_as_a_user_types_them(world: Sandbox, tmp_path: Path) -> None:
+    svc = ServeProcess(world, tmp_path / "svc", steps="1", relative=True).start()
+    try:
+        incident = svc.post(rendered_body(world, "prod", "api")).json()["incident"]
+        done = svc.wait_status(incident, ("done", "failed"), 180)
+        assert done["status"] == "done" and done["verdicts"] == {"confirm-rollback-status": "pass"}, done
+        assert Path(done["record"]).is_absolute() and Path(done["record"]).is_relative_to(svc.out)
+    finally:
+        svc.stop()

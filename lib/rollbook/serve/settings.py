@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +128,11 @@ def build(*, listen: str, config: str | None, out: Path, workers: int, queue: in
         cfg = load(config)
     except ConfigError as e:
         raise UsageError(f"rollbook serve cannot start: {e.message}", hint=e.hint) from e
+    if cfg.path is not None:  # the kernels run elsewhere: a relative --config would point nowhere for them
+        cfg = replace(cfg, path=cfg.path.resolve())
     opts = _options(cfg)
-    return Settings(token=_token(cfg), host=host, port=port, out=Path(out), config_path=config, config=cfg,
+    return Settings(token=_token(cfg), host=host, port=port, out=Path(out).resolve(),
+                    config_path=str(cfg.path) if cfg.path else None, config=cfg,
                     workers=workers, queue_bound=queue, steps=chosen, context=context, runbooks=runbooks,
                     step_timeout=step_timeout, grace=grace, incident_pattern=opts["incident_pattern"],
                     notify=bool(opts.get("notify", False)), first_look=opts["first_look"],
