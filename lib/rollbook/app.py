@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rollbook import runner
+from rollbook import history, runner
 from rollbook.config import load as load_config
 from rollbook.errors import UsageError
 from rollbook.record import StepResult
@@ -81,6 +81,7 @@ def run(spec: runner.RunSpec, *, config: str | None = None, apply_closeout: bool
     precheck(validated, cfg)
     result = runner.run(validated, snapshot=snapshot_for(spec, config), secrets=config_secrets(config),
                         progress=progress, next_step=next_step or follow_up)
+    history.index_quietly(result.record_dir)  # every record (run, demo, serve) lands in <out>/history.sqlite
     if spec.ticket and (cfg.jira.enabled or cfg.ticket_webhook.enabled):
         update_ticket(result.record_dir, cfg, spec.ticket, apply=apply_closeout)
     return result

@@ -124,6 +124,70 @@ def preflight(namespace: str, all_namespaces: bool, rollout: str, context: str, 
     _guard(body)
 
 
+@main.command()
+@click.option("--listen", default="127.0.0.1:8686", show_default=True, envvar="ROLLBOOK_SERVE_LISTEN",
+              help="HOST:PORT to listen on (port 0 picks a free one; see <out>/.serve/ready.json).")
+@click.option("--config", default=None, envvar="ROLLBOOK_CONFIG", help="rollbook.yaml (serve.token_file, services).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
+              help="Folder of incident records; the queue is <out>/.serve/queue.sqlite.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Incidents run at once.")
+@click.option("--queue", "queue_bound", type=int, default=100, show_default=True,
+              help="Queued incidents before notifications get 429.")
+@click.option("--steps", "steps_", default="1,2,3,5", show_default=True, help="Read-only steps to run (never 4).")
+@click.option("--executor", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True,
+              help="Where incidents run (kubernetes: not yet).")
+@click.option("--context", default=None, envvar="ROLLBOOK_CONTEXT", help="Kube context that reads (default: config).")
+@click.option("--runbooks", type=click.Path(path_type=Path), default=None, help="Folder of step notebooks.")
+@click.option("--step-timeout", type=float, default=600.0, show_default=True, help="Wall-clock bound per step (s).")
+@click.option("--grace", type=float, default=20.0, show_default=True,
+              help="Seconds running incidents may finish after SIGTERM before they are interrupted.")
+def serve(listen: str, config: str | None, out: Path, workers: int, queue_bound: int, steps_: str, executor: str,
+          context: str | None, runbooks: Path | None, step_timeout: float, grace: float) -> None:
+    """Receive Argo's abort notifications and run the read-only steps for each (README, 'Start it from Argo')."""
+    from rollbook import runner
+    from rollbook.serve import service, settings
+
+    def body() -> None:
+        built = settings.build(listen=listen, config=config, out=out, workers=workers, queue=queue_bound,
+                               steps=runner.parse_steps(steps_), executor=executor, context=context,
+                               runbooks=runbooks, step_timeout=step_timeout, grace=grace)
+        sys.exit(service.serve(built))
+
+    _guard(body)
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
+              help="Folder of incident records (the index is <out>/history.sqlite).")
+@click.option("--namespace", "-n", default=None, help="Only this namespace.")
+@click.option("--rollout", default=None, help="Only this Rollout.")
+@click.option("--metric", default=None, help="Only records where this metric failed, e.g. ig-error-rate.")
+@click.option("--since", default=None, help="Only records started within this long, e.g. 30m, 24h, 7d.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--rebuild", is_flag=True, help="Rebuild the index from the records on disk first.")
+def history(out: Path, namespace: str | None, rollout: str | None, metric: str | None, since: str | None,
+            as_json: bool, rebuild: bool) -> None:
+    """List the incident records indexed in <out>/history.sqlite, newest first."""
+    import json
+
+    from rollbook import history as hist
+
+    def body() -> None:
+        window = hist.parse_since(since)
+        if rebuild:
+            count, problems = hist.rebuild(out)
+            for problem in problems:
+                click.echo(f"rollbook: not indexed: {problem}", err=True)
+            click.echo(f"rollbook: history rebuilt from {count} record(s) in {out}", err=True)
+        entries = hist.query(out, namespace=namespace, rollout=rollout, metric=metric, since=window)
+        if as_json:
+            click.echo(json.dumps([e.to_json() for e in entries], indent=2))
+        else:
+            hist.print_table(entries, out_dir=out)
+
+    _guard(body)
+
+
 def _finish(result: RunResult) -> None:
     """Print the summary, the record's path, the record it continued and the NEXT line; exit with the run's code."""
     run_dir = result.record_dir

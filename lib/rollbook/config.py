@@ -105,6 +105,7 @@ class Config:
     jira: Service = field(default_factory=Service)
     ticket_webhook: Service = field(default_factory=Service)
     link_base: str | None = None
+    serve: Service = field(default_factory=Service)  # `rollbook serve`: token_env/token_file, options
 
 
 def _secret(section: dict[str, Any], prefix: str, where: str) -> SecretRef:
@@ -155,7 +156,7 @@ def load(path: str | Path | None = None) -> Config:
 
 def parse(raw: dict[str, Any], *, path: Path | None = None) -> Config:
     """Build a Config from an already-parsed mapping."""
-    known = {"mc", "kube", "prometheus", "grafana", "escalation", "ticket", "record"}
+    known = {"mc", "kube", "prometheus", "grafana", "escalation", "ticket", "record", "serve"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"Unknown config section(s) {unknown} in {path or 'config'}.",
@@ -179,6 +180,7 @@ def parse(raw: dict[str, Any], *, path: Path | None = None) -> Config:
         jira=_service(ticket.get("jira"), "ticket.jira", user="user"),
         ticket_webhook=_service(ticket.get("webhook"), "ticket.webhook"),
         link_base=(raw.get("record") or {}).get("link_base"),
+        serve=_service(raw.get("serve"), "serve"),
     )
 
 
