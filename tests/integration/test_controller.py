@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -249,3 +251,25 @@ def test_retry_on_a_healthy_rollout_changes_nothing(sandbox: Sandbox, wait_until
     assert after["status"]["phase"] == "Healthy" and after["status"]["stableRS"] == before["status"]["stableRS"]
     assert len(sandbox.store.list("analysisruns", "catalog")[0]) == 2
     assert not sandbox.mc.requests
+
+
+def test_a_held_controller_owes_its_timers_until_released(sandbox_factory: Callable[..., Sandbox],
+                                                          wait_until: Wait) -> None:
+    # the gate tests use instead of racing the controller: held, nothing timed happens however long we look
+
+    scenario = Path(__file__).parents[1] / "scenarios" / "rollback-in-progress"
+    sb = sandbox_factory(scenario, timings=Timings(analysis_seconds=0.05, scale=0.001, idle_poll_seconds=0.02,
+                                                   held=True))
+    assert sb.controller is not None and sb.controller.held
+    ro = sb.store.list("rollouts")[0][0]
+    ns, canary_hash = ro["metadata"]["namespace"], ro["status"]["currentPodHash"]
+    canary_rs = next(rs for rs in sb.store.list("replicasets", ns)[0]
+                     if rs["metadata"]["labels"].get("rollouts-pod-template-hash") == canary_hash)
+    before = replicas(sb, ns, canary_rs["metadata"]["name"])
+    assert before > 0
+
+    time.sleep(0.5)   # 20x what the scale-down owes at this scale: it would have happened if not held
+    assert replicas(sb, ns, canary_rs["metadata"]["name"]) == before and not sb.controller.idle()
+    sb.controller.release()
+    wait_until(lambda: replicas(sb, ns, canary_rs["metadata"]["name"]) == 0, timeout=10)
+    wait_until(lambda: sb.controller.idle(), what="controller idle")

@@ -380,6 +380,18 @@ def while_step1_waits(sb: Sandbox, w: World) -> None:
     finish_rollback(sb, w)
 
 
+def release_when_step1_polls(sb: Sandbox, w: World) -> None:
+    """Start the held controller's clock once steps 2-3 have read and step 1 has polled a few more times."""
+    canary = w.release_of(w.canary_rs)
+    assert sb.controller is not None and sb.controller.held
+    try:
+        _wait(lambda: _release_reads(sb, canary) >= 2, 90)
+        seen = _rollout_gets(sb, w)
+        _wait(lambda: _rollout_gets(sb, w) >= seen + 3, 20)
+    finally:
+        sb.controller.release()
+
+
 # --------------------------------------------------------------------------- 4. canary pods still present
 
 
@@ -526,9 +538,11 @@ def test_rollback_under_way_step1_waits_then_confirms(play: Callable[..., Played
 
 def test_the_sandbox_controller_itself_finishes_a_rollback_loaded_mid_way(play: Callable[..., Played]) -> None:
     # no test playing Argo: the simulated controller owes the canary scale-down (what is left of
-    # abortScaleDownDelaySeconds, here scaled by 0.2) and the starting stable pods; step 1 waits for both
-    timings = Timings(analysis_seconds=3.0, error_interval_seconds=0.02, scale=0.2, idle_poll_seconds=0.05)
-    p = play("rollback-in-progress", timings=timings, params={"wait_seconds": 60})
+    # abortScaleDownDelaySeconds, here scaled by 0.2) and the starting stable pods; step 1 waits for both.
+    # The controller's clock is held until step 1 is polling, so a slow machine cannot finish it first.
+    timings = Timings(analysis_seconds=1.0, error_interval_seconds=0.02, scale=0.2, idle_poll_seconds=0.05,
+                      held=True)
+    p = play("rollback-in-progress", timings=timings, during=release_when_step1_polls, params={"wait_seconds": 60})
     step1 = p.step("confirm-rollback-status")
     assert step1["verdict"] == "pass", step1["reason"]
     assert step1["facts"]["waited_seconds"] and step1["facts"]["waited_seconds"] > 0

@@ -49,6 +49,7 @@ class Timings:
     error_interval_seconds: float = 10.0   # Argo re-measures an errored web metric every 10 s
     scale: float = 1.0                     # multiplies delays written in objects (abortScaleDownDelaySeconds)
     idle_poll_seconds: float = 0.5         # bound on each wait of the controller thread
+    held: bool = False                     # start with the clock stopped: nothing timed fires until release()
 
 
 def now_rfc3339() -> str:
@@ -91,6 +92,8 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._http: httpx.Client | None = None
         self._busy = threading.Event()
+        self._lock = threading.Lock()          # guards _timers and _held_since (hold/release come from other threads)
+        self._held_since: float | None = time.monotonic() if timings.held else None
         store.add_listener(self._on_store_event)
 
     # ------------------------------------------------------------------ lifecycle
@@ -120,6 +123,31 @@ class Controller:
             self._http = httpx.Client(follow_redirects=False)
         return self._http
 
+    # ------------------------------------------------------------------ the gate (tests hold simulated time)
+
+    def hold(self) -> None:
+        """Stop the controller's clock: no timer (scale-down, analysis verdict, pods settling) fires until
+        release(). Events are still handled. Tests use it so that what the controller owes happens after
+        the step under test has started, whatever the machine's speed — never a race."""
+        with self._lock:
+            if self._held_since is None:
+                self._held_since = time.monotonic()
+
+    def release(self) -> None:
+        """Start the clock again; every pending timer is pushed back by the time spent held."""
+        with self._lock:
+            if self._held_since is None:
+                return
+            paused = time.monotonic() - self._held_since
+            self._timers = [(due + paused, seq, fn) for due, seq, fn in self._timers]
+            heapq.heapify(self._timers)
+            self._held_since = None
+        self._queue.put(("TICK", {}))  # wake the loop now rather than after idle_poll_seconds
+
+    @property
+    def held(self) -> bool:
+        return self._held_since is not None
+
     def idle(self) -> bool:
         """True when no event is queued or being handled and no timer is pending."""
         return self._queue.empty() and not self._timers and not self._busy.is_set()
@@ -137,7 +165,7 @@ class Controller:
             item = self._next_event()
             self._busy.set()
             try:
-                if item is not None:
+                if item is not None and item[0] != "TICK":
                     self._guard(functools.partial(self._on_rollout, item[1]))
                 for fn in self._due_timers():
                     self._guard(fn)
@@ -147,21 +175,28 @@ class Controller:
     def _next_event(self) -> tuple[str, Obj] | None:
         """The next queued event, waiting at most until the next timer is due."""
         wait = self.timings.idle_poll_seconds
-        if self._timers:
-            wait = max(0.0, min(wait, self._timers[0][0] - time.monotonic()))
+        with self._lock:
+            if self._timers and self._held_since is None:
+                wait = max(0.0, min(wait, self._timers[0][0] - time.monotonic()))
         try:
             return self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
         except queue.Empty:
             return None
 
     def _due_timers(self) -> list[Callable[[], None]]:
-        due = []
-        while self._timers and self._timers[0][0] <= time.monotonic():
-            due.append(heapq.heappop(self._timers)[2])
+        due: list[Callable[[], None]] = []
+        with self._lock:
+            if self._held_since is not None:
+                return due
+            while self._timers and self._timers[0][0] <= time.monotonic():
+                due.append(heapq.heappop(self._timers)[2])
         return due
 
     def _after(self, seconds: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + max(0.0, seconds), next(self._seq), fn))
+        """Run fn after `seconds` of controller time (time spent held does not count)."""
+        with self._lock:
+            start = self._held_since if self._held_since is not None else time.monotonic()
+            heapq.heappush(self._timers, (start + max(0.0, seconds), next(self._seq), fn))
 
     @staticmethod
     def _guard(fn: Callable[[], None]) -> None:
