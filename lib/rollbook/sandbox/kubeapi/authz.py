@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rollbook.sandbox.store import RESOURCES, StoreError
+from rollbook.sandbox.apierrors import StoreError
+from rollbook.sandbox.resources import RESOURCES
 
 READ_VERBS = frozenset({"get", "list", "watch"})
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import unquote
 
+from rollbook.sandbox.apierrors import StoreError
 from rollbook.sandbox.kubeapi import discovery, patches, reads, reviews, watch, writes
 from rollbook.sandbox.kubeapi.authz import ANONYMOUS, PUBLIC_PATHS, Attributes, Authorizer
 from rollbook.sandbox.kubeapi.exchange import Exchange
 from rollbook.sandbox.kubeapi.routing import Route, parse_route, verb_of
-from rollbook.sandbox.store import StoreError
 
 VERBS: dict[str, Callable[[Exchange, Route], None]] = {
     "get": reads.get, "list": reads.list_, "watch": watch.watch, "create": writes.create,

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 import yaml
 
 from rollbook.sandbox import fieldmanager, protobuf, tables, validation
+from rollbook.sandbox.apierrors import StoreError, bad_request
 from rollbook.sandbox.kubeapi.authz import User
 from rollbook.sandbox.kubeapi.routing import Route
-from rollbook.sandbox.store import Store, StoreError, bad_request
+from rollbook.sandbox.store import Store
 
 JSON = dict[str, Any]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rollbook.sandbox.apierrors import StoreError, bad_request, invalid
 from rollbook.sandbox.kubeapi.exchange import Exchange
 from rollbook.sandbox.kubeapi.reads import scale_of
 from rollbook.sandbox.kubeapi.routing import Route
-from rollbook.sandbox.store import StoreError, apply_patch, bad_request, invalid
+from rollbook.sandbox.patching import apply_patch
 
 JSON = dict[str, Any]
 PATCH_TYPES = {

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rollbook.sandbox.apierrors import bad_request
 from rollbook.sandbox.kubeapi.exchange import Exchange
 from rollbook.sandbox.kubeapi.routing import Route
-from rollbook.sandbox.store import Resource, bad_request
+from rollbook.sandbox.resources import Resource
 
 JSON = dict[str, Any]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rollbook.sandbox.store import RESOURCES, Resource, StoreError
+from rollbook.sandbox.apierrors import StoreError
+from rollbook.sandbox.resources import RESOURCES, Resource
 
 NOT_FOUND = StoreError(404, "NotFound", "the server could not find the requested resource")
 

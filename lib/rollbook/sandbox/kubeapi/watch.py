@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from rollbook.sandbox.apierrors import StoreError
 from rollbook.sandbox.kubeapi.exchange import Exchange, int_param
 from rollbook.sandbox.kubeapi.routing import Route
-from rollbook.sandbox.store import StoreError
 
 JSON = dict[str, Any]
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")

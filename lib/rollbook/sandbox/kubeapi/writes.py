@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rollbook.sandbox.apierrors import StoreError, bad_request
 from rollbook.sandbox.kubeapi.exchange import Exchange
 from rollbook.sandbox.kubeapi.patches import write_scale
 from rollbook.sandbox.kubeapi.routing import Route
-from rollbook.sandbox.store import StoreError, bad_request
 
 JSON = dict[str, Any]
 
