@@ -14,6 +14,11 @@ from typing import Any, Literal
 
 from rollbook.cluster.models import AnalysisRunInfo, MetricResult, PodInfo, ReplicaSetInfo, RolloutView
 from rollbook.evidence import Verdict, parse_verdict
+from rollbook.rollback_state import STARTING_REASONS as STARTING_REASONS  # re-exported: the steps read dx.*
+from rollbook.rollback_state import kept_canary as kept_canary
+from rollbook.rollback_state import pod_starting as pod_starting
+from rollbook.rollback_state import rollback_complete as rollback_complete
+from rollbook.rollback_state import rollback_progressing as rollback_progressing
 
 Trigger = Literal["evidence", "slo", "evidence+slo", "error", "other", "none"]
 MetricKind = Literal["evidence", "slo", "other"]
@@ -245,50 +250,6 @@ def image_tag(image: str | None) -> str | None:
     return last.split(":", 1)[1] if ":" in last else None
 
 
-def rollback_complete(view: RolloutView) -> tuple[bool, list[str]]:
-    """Traffic back on stable: weight 0 and the canary scaled down, stable fully available."""
-    problems = []
-    canary, stable = view.canary_rs, view.stable_rs
-    if view.set_weight not in (None, 0) and view.aborted:
-        problems.append(f"canary weight is still {view.set_weight}")
-    if canary is not None and stable is not None and canary.uid != stable.uid and canary.available > 0:
-        problems.append(f"canary ReplicaSet {canary.name} still has {canary.available} available pod(s)")
-    if stable is None:
-        problems.append("no stable ReplicaSet found")
-    elif stable.available < stable.desired or stable.desired == 0:
-        problems.append(f"stable ReplicaSet {stable.name} has {stable.available}/{stable.desired} available")
-    return not problems, problems
-
-
-STARTING_REASONS = ("ContainerCreating", "PodInitializing")
-
-
-def pod_starting(pod: PodInfo) -> bool:
-    """Not Ready only because it is still starting: no restarts, waiting only to be created (or Pending)."""
-    if pod.is_ready or pod.restarts:
-        return False
-    waiting = [c.reason for c in pod.containers if c.state == "waiting"]
-    if waiting:
-        return all(r in STARTING_REASONS for r in waiting)
-    return pod.phase == "Pending" and not any(c.state == "terminated" for c in pod.containers)
-
-
-def rollback_progressing(view: RolloutView) -> bool:
-    """Whether waiting can help: the canary still has pods to scale down, or stable pods are still starting.
-
-    Stable pods that fail (restarts, CrashLoopBackOff, ImagePullBackOff) will not fix themselves: no wait."""
-    canary, stable = view.canary_rs, view.stable_rs
-    if canary is not None and stable is not None and canary.uid != stable.uid and canary.available > 0:
-        return True
-    if stable is None:
-        return False
-    pods = stable.pods
-    failing = [p for p in pods if not p.is_ready and not pod_starting(p)]
-    if failing:
-        return False
-    return any(pod_starting(p) for p in pods) or stable.available < stable.desired
-
-
 def progressing_condition(view: RolloutView) -> dict[str, Any]:
     """The Rollout's Progressing condition (reason RolloutAborted after an abort)."""
     for cond in (view.raw.get("status") or {}).get("conditions") or []:
@@ -344,7 +305,8 @@ def replicaset_rows(view: RolloutView) -> list[dict[str, Any]]:
 
 
 DEFAULT_RELEASE_LABEL = "release-id"
-_LABEL_FIELD = re.compile(r"labels\[['\"]([^'\"]+)['\"]\]")
+# `labels['KEY']` (common in docs) or the dot form `labels.KEY` Argo's extractValueFromRollout resolves
+_LABEL_FIELD = re.compile(r"labels\[['\"]([^'\"]+)['\"]\]|labels\.([^.\[\]]+)$")
 
 
 @dataclass(frozen=True)
@@ -360,8 +322,8 @@ def release_label(view: RolloutView) -> ReleaseLabel:
     """The release label the analysis is wired to: the label a step's analysis argument reads by fieldRef.
 
     The playbook says `release-id`; teams use their own keys (`app.example/release`). The Rollout's own
-    analysis args say which (``valueFrom.fieldRef.fieldPath: metadata.labels['KEY']`` or
-    ``spec.template.metadata.labels['KEY']``); an argument named like a release wins over others.
+    analysis args say which (``valueFrom.fieldRef.fieldPath: spec.template.metadata.labels.KEY``, or the
+    bracket form ``labels['KEY']``); an argument named like a release wins over others.
     """
     strategy = (view.raw.get("spec") or {}).get("strategy") or {}
     canary, bg = strategy.get("canary") or {}, strategy.get("blueGreen") or {}
@@ -373,7 +335,7 @@ def release_label(view: RolloutView) -> ReleaseLabel:
         for arg in analysis.get("args") or []:
             path = str((((arg.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")) or "")
             if (m := _LABEL_FIELD.search(path)) is not None:
-                found.append((m.group(1), str(arg.get("name") or "")))
+                found.append((m.group(1) or m.group(2), str(arg.get("name") or "")))
     found.sort(key=lambda f: ("release" not in f[1].lower(), "release" not in f[0].lower()))
     if found:
         key, arg = found[0]

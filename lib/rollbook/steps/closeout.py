@@ -65,10 +65,14 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
     failed = [k for k, v in checks.items() if not v]
     findings = {"closeout_ok": ok, "mc_current_release": current.get("release_id") if current else None,
                 "phase_at_close": view.phase, "promoted": promoted}
+    kept = dx.kept_canary(view)
+    facts["kept_canary"] = kept.to_json() if kept else None
+    leftover = (f" Still up by design: canary ReplicaSet {kept.replicaset} ({kept.available} pod(s), weight 0, kept by "
+                f"`{kept.setting}`); an `undo` would also remove it." if kept else "")
     if ok:
         return Outcome(6, "verify-closeout", "pass",
                        f"Close-out verified: stable {facts['stable_replicaset']} on {', '.join(facts['stable_images'])}, "
-                       f"{health['ready']}/{health['pods']} Ready, MC current = {expected}.", facts, findings)
+                       f"{health['ready']}/{health['pods']} Ready, MC current = {expected}.{leftover}", facts, findings)
     why = f" (MC: {mc_problem})" if mc_problem and current is None else ""
     return Outcome(6, "verify-closeout", "fail", f"Not ready to close: {'; '.join(failed)}{why}.", facts, findings)
 

@@ -1,0 +1,148 @@
+"""Issue 12: five misreadings found on incidents the runbooks had never seen, each a class of situation.
+
+One playbook run per scenario (module-scoped), several assertions per run. Every expectation is computed
+from the scenario's own objects as loaded (the aborted Rollout and what it owns by UID, MC's state),
+never from the scenario's name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_unseen_scenarios import FAST_TIMINGS, SCENARIOS, Played, pod_ready, run_playbook
+from test_unseen_scenarios_2 import Owned, assert_nothing_mutated
+
+from rollbook.sandbox.server import Sandbox
+
+pytestmark = pytest.mark.notebooks
+
+# the two fieldRef forms teams write; Argo resolves only the dot form (extractValueFromRollout)
+LABEL_PATH = re.compile(r"(?:spec\.template\.)?metadata\.labels(?:\['([^']+)'\]|\.([^.\[\]]+))")
+
+
+@dataclass
+class Target(Owned):
+    """The aborted Rollout and its objects, reading the release label from whichever fieldRef form it uses."""
+
+    def release_label_key(self) -> str:
+        arg = next(a for a in self.analysis_step()["args"] if a["name"] == "release-id")
+        found = LABEL_PATH.fullmatch(arg["valueFrom"]["fieldRef"]["fieldPath"])
+        assert found, arg
+        return str(found.group(1) or found.group(2))
+
+    def canary_step_analysis_metadata(self) -> dict[str, Any]:
+        return dict(self.analysis_step().get("analysisRunMetadata") or {})
+
+    def template(self, sb: Sandbox, name: str) -> dict[str, Any]:
+        return sb.store.get("analysistemplates", self.namespace, name)
+
+
+def _start(tmp: Path, scenario: str) -> Sandbox:
+    return Sandbox(SCENARIOS / scenario, tmp / "sandbox", 0, admin=True, timings=FAST_TIMINGS).start()
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Played]]:
+    """Run the whole playbook once per (scenario, options); later tests of the same scenario reuse the run."""
+    done: dict[str, Played] = {}
+    sandboxes: list[Sandbox] = []
+
+    def get(scenario: str, setup: Callable[[Sandbox], None] | None = None, **kw: Any) -> Played:
+        if scenario in done:
+            return done[scenario]
+        tmp = tmp_path_factory.mktemp(scenario)
+        sb = _start(tmp, scenario)
+        sandboxes.append(sb)
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
+                               "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
+                mp.setenv(key, value)
+            mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
+            mp.delenv("ROLLBOOK_CONFIG", raising=False)
+            before = Target.of_target(sb)
+            mc_before = sb.mc.state
+            if setup is not None:
+                setup(sb)
+            done[scenario] = run_playbook(sb, before, mc_before, "INC-1212", tmp / "out", **kw)
+        return done[scenario]
+
+    yield get
+    for sb in reversed(sandboxes):
+        sb.stop()
+
+
+def target(p: Played) -> Target:
+    assert isinstance(p.before, Target)
+    return p.before
+
+
+def summary(p: Played) -> str:
+    return (p.result.record_dir / "summary.md").read_text()
+
+
+def reasons(p: Played) -> str:
+    """Every step reason and note of the record, as one text."""
+    return "\n".join([s["reason"] for s in p.record["steps"]] + [n for s in p.record["steps"] for n in s.get("notes") or []])
+
+
+def stored_gate_verdict(run: dict[str, Any]) -> dict[str, Any] | None:
+    """MC's verdict as Argo stored it in mc-evidence-ok's last measurement value (None when none was stored)."""
+    gate = next(m for m in run["status"]["metricResults"] if m["name"] == "mc-evidence-ok")
+    value = (gate.get("measurements") or [{}])[-1].get("value")
+    return dict(json.loads(value)) if value else None
+
+
+# --------------------------------------------------------------------------- 1. a canary kept on purpose
+
+KEPT = "canary-kept-abort-delay-zero"
+
+
+def test_kept_canary_is_a_complete_rollback_without_escalation(played: Callable[..., Played]) -> None:
+    p = played(KEPT, params={"wait_seconds": 20})
+    w, f = target(p), p.findings
+    canary_spec = w.rollout["spec"]["strategy"]["canary"]
+    assert canary_spec["abortScaleDownDelaySeconds"] == 0 and canary_spec.get("trafficRouting")
+    kept_pods = [pod for pod in w.pods_of(w.canary_rs) if pod_ready(pod)]
+    assert kept_pods and w.rollout["status"]["canary"]["weights"]["canary"]["weight"] == 0
+    # the sandbox's controller keeps it, as Argo does: the canary ReplicaSet was never scaled down
+    now_rs = p.sb.store.get("replicasets", w.namespace, w.canary_rs["metadata"]["name"])
+    assert now_rs["spec"]["replicas"] == w.canary_rs["spec"]["replicas"] == len(kept_pods)
+    step1 = p.step("confirm-rollback-status")
+    assert step1["verdict"] == "pass", step1["reason"]
+    assert step1["facts"]["rollback_complete"] is True and not step1["facts"]["waited_seconds"]
+    assert step1["facts"]["actual_weight"] == 0
+    kept = step1["facts"]["kept_canary"]
+    assert kept["replicaset"] == w.canary_rs["metadata"]["name"] and kept["available"] == len(kept_pods)
+    assert "abortScaleDownDelaySeconds: 0" in step1["reason"] and w.canary_rs["metadata"]["name"] in step1["reason"]
+    assert "raise the timeout" not in reasons(p) and "did not complete" not in step1["reason"]
+    assert f["escalate"] is False and p.verdicts()["escalate"] == "pass"
+    assert p.result.exit_code != 4
+
+
+def test_kept_canary_closeout_passes_and_names_what_undo_removes(played: Callable[..., Played]) -> None:
+    p = played(KEPT, params={"wait_seconds": 20})
+    w = target(p)
+    step6 = p.step("verify-closeout")
+    traffic = next(k for k in step6["facts"]["checks"] if k.startswith("traffic"))
+    assert step6["facts"]["checks"][traffic] is True
+    assert step6["verdict"] == "pass" and p.findings["closeout_ok"] is True, step6["reason"]
+    assert "undo" in step6["reason"] and w.canary_rs["metadata"]["name"] in step6["reason"]
+    assert_nothing_mutated(p)
+
+
+def test_dot_form_field_ref_and_step_level_run_metadata_are_read(played: Callable[..., Played]) -> None:
+    p = played(KEPT, params={"wait_seconds": 20})
+    w, f = target(p), p.findings
+    path = next(a for a in w.analysis_step()["args"] if a["name"] == "release-id")["valueFrom"]["fieldRef"]["fieldPath"]
+    assert "[" not in path and "analysisRunMetadata" not in w.rollout["spec"]["strategy"]["canary"]
+    assert w.canary_step_analysis_metadata()["labels"]["rollout"] == w.name
+    canary = w.release_of(w.canary_rs)
+    assert f["release_id"] == canary == stored_gate_verdict(w.failed_run)["release_id"]  # type: ignore[index]
+    assert f["release_identity_ok"] is True
+    assert p.step("inspect-evidence")["facts"]["playbook_selector_works"] is True
