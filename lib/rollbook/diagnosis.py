@@ -146,6 +146,7 @@ class EvidenceInRun:
     error_message: str | None
     json_path: str | None
     explanation: str
+    measured_at: str | None = None  # when the last measurement finished (the stored verdict's time)
 
 
 def evidence_in_run(run: AnalysisRunInfo | None) -> EvidenceInRun:
@@ -165,9 +166,10 @@ def evidence_in_run(run: AnalysisRunInfo | None) -> EvidenceInRun:
         except Exception:  # noqa: BLE001 - a malformed value is reported below, never fatal
             verdict = None
     error_message = (last.message if last else None) or metric.message
+    measured_at = (last.finished_at or last.started_at) if last else None
     if verdict is not None:
         return EvidenceInRun(metric.name, metric.phase, value, verdict, verdict.reason, False, error_message,
-                             json_path, "MC's reason was read from the measurement value.")
+                             json_path, "MC's reason was read from the measurement value.", measured_at)
     lost = value is not None and value.strip().lower() in ("true", "false")
     if lost:
         why = (f"The template's jsonPath {json_path or '(unknown)'} kept only `{value}`: MC's reason was lost "
@@ -176,7 +178,7 @@ def evidence_in_run(run: AnalysisRunInfo | None) -> EvidenceInRun:
         why = f"The measurement errored ({error_message}); MC gave no verdict to Argo."
     else:
         why = "The measurement carries no MC verdict."
-    return EvidenceInRun(metric.name, metric.phase, value, None, None, lost, error_message, json_path, why)
+    return EvidenceInRun(metric.name, metric.phase, value, None, None, lost, error_message, json_path, why, measured_at)
 
 
 def run_args(run: AnalysisRunInfo | None) -> dict[str, str]:

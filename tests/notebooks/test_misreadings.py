@@ -98,6 +98,16 @@ def stored_gate_verdict(run: dict[str, Any]) -> dict[str, Any] | None:
     return dict(json.loads(value)) if value else None
 
 
+SOURCE = r"\((?:stored in AnalysisRun [^)]*|MC live, asked [^)]*)\)"
+
+
+def labelled(text: str, at: int, length: int) -> bool:
+    """A quoted MC reason is followed by its source label, or sits right after a label and a colon."""
+    after = text[at + length: at + length + 160].lstrip('"')
+    before = text[max(0, at - 200): at]
+    return bool(re.match(r"\s*" + SOURCE, after) or re.search(SOURCE + r":\s*$", before))
+
+
 # --------------------------------------------------------------------------- 1. a canary kept on purpose
 
 KEPT = "canary-kept-abort-delay-zero"
@@ -146,3 +156,46 @@ def test_dot_form_field_ref_and_step_level_run_metadata_are_read(played: Callabl
     assert f["release_id"] == canary == stored_gate_verdict(w.failed_run)["release_id"]  # type: ignore[index]
     assert f["release_identity_ok"] is True
     assert p.step("inspect-evidence")["facts"]["playbook_selector_works"] is True
+
+
+# --------------------------------------------------------------------------- 2 and 5. close-out sentences, labelled reasons
+
+CURRENT = "mc-current-is-canary-reason-changed"
+
+
+def test_failed_closeout_check_says_what_was_found_against_what_was_expected(played: Callable[..., Played]) -> None:
+    p = played(CURRENT)
+    w = target(p)
+    canary, stable = w.release_of(w.canary_rs), w.release_of(w.stable_rs)
+    service = next(r["service"] for r in p.mc_before["releases"] if r["release_id"] == canary)
+    assert p.mc_before["current"]["production"][service]["release_id"] == canary  # as loaded
+    step6 = p.step("verify-closeout")
+    failed = [k for k, ok in step6["facts"]["checks"].items() if not ok]
+    assert step6["verdict"] == "fail" and len(failed) == 1 and p.findings["closeout_ok"] is False
+    reason = step6["reason"]
+    assert failed[0] not in reason  # the finding, not the check's label
+    assert f"current production bundle is {canary} (the aborted canary); expected {stable} (stable)" in reason
+    assert "MC shows the expected release" not in summary(p)
+
+
+def test_every_quoted_mc_reason_carries_its_source_and_time(played: Callable[..., Played]) -> None:
+    p = played(CURRENT)
+    w, f = target(p), p.findings
+    run = w.failed_run
+    stored = stored_gate_verdict(run)
+    assert stored is not None
+    canary = w.release_of(w.canary_rs)
+    live = p.sb.mc.verdict(canary, "production")
+    assert stored["reason"] != live["reason"] and not live["ok"]  # the two sources really differ
+    measured = next(m for m in run["status"]["metricResults"] if m["name"] == "mc-evidence-ok")["measurements"][-1]
+    stored_tag = f"stored in AnalysisRun {run['metadata']['name']}, measured {measured['finishedAt']}"
+    assert f["mc_reason"] == stored["reason"] and f["mc_reason_from"] == stored_tag
+    texts = {"step 2": p.step("inspect-evidence")["reason"], "step 4": p.step("remediate-and-retry")["reason"],
+             "summary.md": summary(p), "ticket": p.step("verify-closeout")["facts"]["ticket_text"],
+             "escalation": p.step("escalate")["facts"]["message"]}
+    for where, text in texts.items():
+        for said in (stored["reason"], live["reason"]):
+            for at in [m.start() for m in re.finditer(re.escape(said), text)]:
+                assert labelled(text, at, len(said)), (where, said, text[max(0, at - 120): at + len(said) + 120])
+    assert f'"{live["reason"]}" (MC live, asked ' in texts["step 4"]
+    assert stored_tag in texts["summary.md"] and stored_tag in texts["ticket"] and stored_tag in texts["escalation"]
