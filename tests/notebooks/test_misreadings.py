@@ -199,3 +199,66 @@ def test_every_quoted_mc_reason_carries_its_source_and_time(played: Callable[...
                 assert labelled(text, at, len(said)), (where, said, text[max(0, at - 120): at + len(said) + 120])
     assert f'"{live["reason"]}" (MC live, asked ' in texts["step 4"]
     assert stored_tag in texts["summary.md"] and stored_tag in texts["ticket"] and stored_tag in texts["escalation"]
+
+
+# --------------------------------------------------------------------------- 3. the gate errored: nothing stored
+
+ERRORED = "evidence-gate-errored-mc-502"
+
+
+def test_errored_gate_keeps_what_the_run_recorded_apart_from_mc_now(played: Callable[..., Played]) -> None:
+    p = played(ERRORED)
+    w, f = target(p), p.findings
+    run = w.failed_run
+    gate = next(m for m in run["status"]["metricResults"] if m["name"] == "mc-evidence-ok")
+    assert run["status"]["phase"] == "Error" and gate["phase"] == "Error"
+    assert gate["measurements"] and all(m["phase"] == "Error" and "value" not in m for m in gate["measurements"])
+    errors = {m["message"] for m in gate["measurements"]}
+    canary = w.release_of(w.canary_rs)
+    live = p.sb.mc.verdict(canary, "production")
+    assert f["trigger"] == "error" and f["failed_metrics"] == w.counted_failures(run)
+    assert f["mc_recorded"] and all(e in f["mc_recorded"] for e in errors) and str(len(gate["measurements"])) in f["mc_recorded"]
+    text = summary(p)
+    cause = text[text.index("## Cause"): text.index("## Evidence")]
+    recorded_line = next(line for line in cause.splitlines() if "recorded by the AnalysisRun" in line)
+    assert "none" in recorded_line and live["reason"] not in recorded_line
+    now_line = next(line for line in cause.splitlines() if line.startswith("- MC now"))
+    assert live["reason"] in now_line and "MC live, asked" in now_line
+    step2 = p.step("inspect-evidence")["reason"]
+    assert step2.index("recorded no MC verdict") < step2.index(live["reason"]) and "MC live, asked" in step2
+
+
+def test_errored_gate_identity_is_not_established_never_matches(played: Callable[..., Played]) -> None:
+    p = played(ERRORED)
+    w, f = target(p), p.findings
+    assert stored_gate_verdict(w.failed_run) is None
+    step3 = p.step("validate-release-identity")
+    assert f["release_identity_ok"] is None and f["evidence_release_id"] is None
+    assert step3["verdict"] == "needs_human" and "not established" in step3["reason"]
+    assert "matches" not in step3["reason"] and w.release_of(w.canary_rs) in step3["reason"]
+    assert "identity matches: not established" in summary(p)
+    assert p.findings["retried"] is False
+    assert_nothing_mutated(p)
+
+
+# --------------------------------------------------------------------------- 4. the mismatch is on the template's wire
+
+PINNED = "template-url-pins-rc-release"
+
+
+def test_mismatch_from_the_template_url_names_the_template_not_the_argument(played: Callable[..., Played]) -> None:
+    p = played(PINNED)
+    w, f = target(p), p.findings
+    run = w.failed_run
+    canary = w.release_of(w.canary_rs)
+    arg = next(a["value"] for a in run["spec"]["args"] if a["name"] == "release-id")
+    url = next(m for m in run["spec"]["metrics"] if m["name"] == "mc-evidence-ok")["provider"]["web"]["url"]
+    payload = stored_gate_verdict(run)
+    assert payload is not None and arg == canary != payload["release_id"] and "{{args." not in url.split("?")[0]
+    assert f["release_identity_ok"] is False and f["evidence_release_id"] == payload["release_id"]
+    step3 = p.step("validate-release-identity")
+    assert step3["verdict"] == "fail" and step3["facts"]["wire_to_fix"] == "template-url"
+    assert f"`{url}`" in step3["reason"] and "AnalysisTemplate" in step3["reason"]
+    assert "fieldRef" not in step3["reason"] and "release-id argument)" not in step3["reason"]
+    assert p.findings["retried"] is False
+    assert_nothing_mutated(p)
