@@ -35,7 +35,7 @@ def quoted(reason: str | None, label: str | None) -> str:
     """`"reason" (label)`; 'not established' when there is no reason."""
     if not reason:
         return "not established"
-    return f'"{reason}" ({label})' if label else f'"{reason}"'
+    return f'"{reason}" ({label})' if label else reason  # a record from before labels: as it was
 
 
 def finding_quote(f: Mapping[str, Any]) -> str:
