@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 from rollbook.errors import ParameterError
 
 # re-exported: the record's scrubbing lives in rollbook.redact
+from rollbook.mc_words import summary_lines
 from rollbook.redact import MIN_SECRET_LEN as MIN_SECRET_LEN
 from rollbook.redact import REDACTED as REDACTED
 from rollbook.redact import Redactor as Redactor
@@ -262,8 +263,9 @@ def _summary_cause(f: Mapping[str, Any]) -> list[str]:
         "## Cause", "",
         f"- Rollout phase: {_say(f['phase'])} — {_say(f['status_message'])}",
         f"- Trigger: {_say(f['trigger'])}; failed metrics: {_say(f['failed_metrics'])}",
-        f"- Mission Control reason: {_say(f['mc_reason'])}", "",
+        *summary_lines(f), "",
     ]
+
 
 
 def _summary_evidence(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[str]:

@@ -21,6 +21,7 @@ from rollbook.cluster import (
 )
 from rollbook.errors import EvidenceError, PreconditionError, RollbookError
 from rollbook.evidence import ItemType, Listing, Verdict
+from rollbook.mc_words import live_label, quoted
 from rollbook.steps.core import Incident, Outcome, StepVerdict
 from rollbook.steps.identity import mc_release, validate
 from rollbook.steps.slo_view import SloEvidence, gather
@@ -138,7 +139,8 @@ def evidence_path(incident: Incident, view: RolloutView, plan: Plan, evidence_fi
     if not plan.verdict_after.ok:
         gaps = [s.name for s in plan.listing.slots if s.state in ("missing", "invalid")] if plan.listing else []
         plan.blockers.append(f"MC still says ok=false for release {rid} (the canary's release id): "
-                             f"{plan.verdict_after.reason}; the evidence must be attached to {rid} itself"
+                             f"{quoted(plan.verdict_after.reason, live_label(plan.verdict_after.evaluated_at))}; "
+                             f"the evidence must be attached to {rid} itself"
                              + (f" (slots {', '.join(gaps)})" if gaps else "")
                              + (" — evidence attached under another release id does not count" if gaps else ""))
 
@@ -199,8 +201,14 @@ def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str
     known, problem = mc_release(incident, release)
     identity, _ = validate(view, None, known, problem)
     facts["release_identity_ok"] = identity.findings.get("release_identity_ok")
-    if identity.findings.get("release_identity_ok") is not True:
+    # no stored payload (the gate errored): the wiring that a retry re-uses still names the canary
+    wired = identity.findings.get("release_identity_ok") is None and bool(identity.facts.get("wiring_agrees")) \
+        and not identity.facts.get("mc_problem")
+    if identity.findings.get("release_identity_ok") is not True and not wired:
         plan.blockers.append(f"release identity not confirmed: {identity.reason}")
+    elif wired:
+        plan.notes.append("the identity could not be read from a payload (none stored), but the argument and the gate "
+                          "URL a retry re-uses name the canary's release")
     if trigger != "slo":
         evidence_path(incident, view, plan, evidence_file, evidence_name, evidence_type)
     if trigger == "evidence+slo":
