@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from rollbook.sandbox import kubelet
 from rollbook.sandbox.store import SANDBOX_NODE, Store, StoreError
 
 _log = logging.getLogger(__name__)
@@ -533,6 +534,7 @@ class Controller:
             if _only_starting(pod):
                 ready = _ready_pod(rs)
                 status = dict(ready["status"], startTime=(pod.get("status") or {}).get("startTime") or now_rfc3339())
+                status = kubelet.complete_pod({**pod, "status": status}, self.store)["status"]
                 self.store.set_status("pods", ns, _meta(pod)["name"], status)
                 changed = True
         if not changed:
@@ -645,7 +647,7 @@ class Controller:
         for pod in pods[replicas:]:
             self.store.delete("pods", ns, _meta(pod)["name"])
         for _ in range(len(pods), replicas):
-            self.store.create("pods", ns, _ready_pod(rs), system=True)
+            self.store.create("pods", ns, kubelet.complete_pod(_ready_pod(rs), self.store), system=True)
         self.store.set_status("replicasets", ns, name, {
             "replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": replicas,
             "availableReplicas": replicas, "observedGeneration": _meta(rs).get("generation", 1)})
@@ -811,7 +813,7 @@ def _ready_pod(rs: Obj) -> Obj:
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"],
                                               "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
             "spec": dict(tmpl.get("spec") or {}, nodeName=SANDBOX_NODE, restartPolicy="Always"),
-            "status": {"phase": "Running", "startTime": now, "qosClass": "Burstable",
+            "status": {"phase": "Running", "startTime": now,  # kubelet.complete_pod adds IPs, qosClass, IDs
                        "conditions": [{"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
                                       for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
                        "containerStatuses": [{"name": c.get("name"), "image": c.get("image"), "ready": True,
