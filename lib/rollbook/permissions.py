@@ -142,3 +142,15 @@ def markdown_table() -> str:
         lines.append(f"| {p.identity} | {p.verb} | {p.group_label} | `{p.resource_path}`{names}{when} | "
                      f"{', '.join(p.steps)} | {p.need} | {p.why} |")
     return "\n".join(lines)
+
+
+CLUSTER_SCOPED = frozenset({"clusteranalysistemplates"})  # a RoleBinding cannot grant these
+
+
+def role_of(p: Permission) -> str:
+    """The ClusterRole of deploy/rbac.yaml that holds a row (tests/unit/test_deploy.py checks the YAML)."""
+    if p.steps == (PREFLIGHT,):
+        return "rollbook-preflight"
+    if p.identity == OPERATOR:
+        return "rollbook-operator-workloadref" if p.when == WORKLOAD_REF else "rollbook-operator"
+    return "rollbook-viewer-cluster" if p.resource in CLUSTER_SCOPED else "rollbook-viewer"
