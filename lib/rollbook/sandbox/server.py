@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from rollbook.sandbox.apiserver import ApiServer, User
 from rollbook.sandbox.controller import Controller, Timings
+from rollbook.sandbox.jobs import JobRunner
 from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.loader import ScenarioInfo, load_scenario
 from rollbook.sandbox.mc import MCServer
@@ -63,6 +64,7 @@ class Sandbox:
         self.apiserver: ApiServer | None = None
         self.mc: MCServer | None = None
         self.controller: Controller | None = None
+        self.jobs: JobRunner | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -80,6 +82,9 @@ class Sandbox:
             self.controller = Controller(self.store, mc_url=self.mc_url, mc_token=self.mc_read_token,
                                          mc_write_token=self.mc_write_token, timings=self.timings)
             self.controller.start()
+            self.jobs = JobRunner(self.store, kube_url=self.kube_url, ca_pem=self._ca_pem,
+                                  state_dir=self.state_dir, token_for=self.service_account_token,
+                                  runbooks=_runbooks())
             self._write_files()
         except BaseException:
             self.stop()
@@ -90,6 +95,9 @@ class Sandbox:
     def stop(self) -> None:
         """Stop everything that started (controller first: it talks to MC) and withdraw ready.json."""
         self.ready_file.unlink(missing_ok=True)
+        if self.jobs is not None:
+            self.jobs.stop()
+            self.jobs = None
         for part in (self.controller, self.apiserver, self.mc, self.prometheus, self.services):
             if part is not None:
                 part.stop()
@@ -115,6 +123,16 @@ class Sandbox:
                                    keyfile=str(cert.keyfile))
         self.kube_url = self.apiserver.start()
         self._ca_pem = cert.ca_pem
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token for an existing ServiceAccount (404 StoreError otherwise), as a pod's mounted token."""
+        self.store.get("serviceaccounts", namespace, name)
+        assert self.apiserver is not None
+        token = secrets.token_urlsafe(24)
+        # until the sandbox authorizes from RBAC objects: the operator account writes, every other account reads
+        role = "operator" if name == "rollbook-operator" else "viewer"
+        self.apiserver.users[token] = User(f"system:serviceaccount:{namespace}:{name}", role)
+        return token
 
     def _start_mc(self, state: dict[str, Any]) -> None:
         self.mc = MCServer(state, read_token=self.mc_read_token, write_token=self.mc_write_token, admin=self.admin)
@@ -208,6 +226,13 @@ class Sandbox:
         tmp = self.ready_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.ready_file)
+
+
+def _runbooks() -> Path:
+    """The step notebooks a simulated pod runs (the image's /opt/rollbook/runbooks)."""
+    from rollbook.app import default_runbooks
+
+    return default_runbooks()
 
 
 def _write_secret(path: Path, text: str) -> None:
