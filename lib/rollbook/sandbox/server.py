@@ -229,10 +229,11 @@ class Sandbox:
 
 
 def _runbooks() -> Path:
-    """The step notebooks a simulated pod runs (the image's /opt/rollbook/runbooks)."""
-    from rollbook.app import default_runbooks
-
-    return default_runbooks()
+    """The step notebooks a simulated pod runs (the image's /opt/rollbook/runbooks), found as rollbook.app
+    finds them (not imported: rollbook.app imports the sandbox for `rollbook demo`)."""
+    env = os.environ.get("ROLLBOOK_RUNBOOKS")
+    beside = Path(__file__).resolve().parents[3] / "runbooks"
+    return Path(env) if env else beside if beside.is_dir() else Path("runbooks").resolve()
 
 
 def _write_secret(path: Path, text: str) -> None:
