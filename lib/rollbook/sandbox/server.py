@@ -21,6 +21,8 @@ from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.loader import ScenarioInfo, load_scenario
 from rollbook.sandbox.mc import MCServer
 from rollbook.sandbox.prometheus import PrometheusServer, load_prometheus_spec, spec_from_runs
+from rollbook.sandbox.rbac import RbacAuthorizer
+from rollbook.sandbox.rbac import bootstrap as rbac_bootstrap
 from rollbook.sandbox.services import ServicesServer
 from rollbook.sandbox.store import Store
 from rollbook.sandbox.tls import make_server_cert
@@ -65,6 +67,7 @@ class Sandbox:
         self.mc: MCServer | None = None
         self.controller: Controller | None = None
         self.jobs: JobRunner | None = None
+        self.rbac: RbacAuthorizer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,18 +124,17 @@ class Sandbox:
         users = {self.operator_token: User("operator", "operator"), self.viewer_token: User("viewer", "viewer")}
         self.apiserver = ApiServer(self.store, users=users, port=self.port, certfile=str(cert.certfile),
                                    keyfile=str(cert.keyfile))
+        # RBAC from the store's Role/ClusterRole/...Binding objects; the built-in users are bound like anyone else
+        for plural, obj in rbac_bootstrap():
+            self.store.create(plural, None, obj)
+        self.rbac = self.apiserver.authorizer = RbacAuthorizer(self.store, self.apiserver.users)
         self.kube_url = self.apiserver.start()
         self._ca_pem = cert.ca_pem
 
     def service_account_token(self, namespace: str, name: str) -> str:
         """A bearer token for an existing ServiceAccount (404 StoreError otherwise), as a pod's mounted token."""
-        self.store.get("serviceaccounts", namespace, name)
-        assert self.apiserver is not None
-        token = secrets.token_urlsafe(24)
-        # until the sandbox authorizes from RBAC objects: the operator account writes, every other account reads
-        role = "operator" if name == "rollbook-operator" else "viewer"
-        self.apiserver.users[token] = User(f"system:serviceaccount:{namespace}:{name}", role)
-        return token
+        assert isinstance(self.rbac, RbacAuthorizer)
+        return str(self.rbac.issue_token(namespace, name)["token"])
 
     def _start_mc(self, state: dict[str, Any]) -> None:
         self.mc = MCServer(state, read_token=self.mc_read_token, write_token=self.mc_write_token, admin=self.admin)
