@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from rollbook.jobrun import JobOutcome
     from rollbook.runner import RunResult
 
 from rollbook import __version__
@@ -57,11 +58,13 @@ def sandbox(scenario: str, state_dir: Path, port: int) -> None:
 @click.option("--config", default=None, envvar="ROLLBOOK_CONFIG", help="rollbook.yaml (services, contexts).")
 @click.option("--runbooks", type=click.Path(path_type=Path), default=None, help="Folder of step notebooks.")
 @click.option("--step-timeout", type=float, default=600.0, show_default=True, help="Wall-clock bound per step (s).")
+@click.option("--executor", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True,
+              help="Where the steps run (kubernetes: one Job in namespace rollbook; --context is who submits it).")
 def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc_url: str | None,
             release_id: str | None, out: Path, steps_: str | None, params: tuple[str, ...], approve_retry: bool,
             approve_undo: bool, notify: bool, apply_closeout: bool, approver: str | None, ticket: str | None,
             config: str | None,
-            runbooks: Path | None, step_timeout: float) -> None:
+            runbooks: Path | None, step_timeout: float, executor: str) -> None:
     """Run the playbook's step notebooks headless and write one incident record."""
     from rollbook import app, runner
 
@@ -80,6 +83,10 @@ def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc
             release_id=release_id, out=out, steps=runner.parse_steps(steps_) if steps_ else None, params=extra,
             approve_retry=approve_retry, approver=approver, ticket=ticket,
             runbooks_dir=runbooks or app.default_runbooks(), step_timeout=step_timeout)
+        if executor == "kubernetes":
+            from rollbook import jobrun
+
+            _finish_job(jobrun.run(spec, apply_closeout=apply_closeout))
         result = app.run(spec, config=config, apply_closeout=apply_closeout)
         _finish(result)
 
@@ -135,7 +142,7 @@ def preflight(namespace: str, all_namespaces: bool, rollout: str, context: str, 
               help="Queued incidents before notifications get 429.")
 @click.option("--steps", "steps_", default="1,2,3,5", show_default=True, help="Read-only steps to run (never 4).")
 @click.option("--executor", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True,
-              help="Where incidents run (kubernetes: not yet).")
+              help="Where incidents run (kubernetes: one Job per incident in namespace rollbook).")
 @click.option("--context", default=None, envvar="ROLLBOOK_CONTEXT", help="Kube context that reads (default: config).")
 @click.option("--runbooks", type=click.Path(path_type=Path), default=None, help="Folder of step notebooks.")
 @click.option("--step-timeout", type=float, default=600.0, show_default=True, help="Wall-clock bound per step (s).")
@@ -203,6 +210,22 @@ def _finish(result: RunResult) -> None:
     if result.next_step:
         click.echo(f"NEXT: {result.next_step}")
     sys.exit(result.exit_code)
+
+
+def _finish_job(done: JobOutcome) -> None:
+    """The Job's output (the run's summary), where its record is, and the run's exit code."""
+    if done.log:  # the Job's own "Incident record:" line names the path in the pod; ours follows
+        from rollbook.jobrun import RECORD_LINE
+
+        click.echo(RECORD_LINE.sub("Incident record in the Job: \\g<path> (exit \\g<code>", done.log).rstrip("\n"))
+    click.echo(f"rollbook: {done.message}", err=True)
+    if done.record_dir:
+        click.echo(f"Incident record: {done.record_dir} (exit {done.exit_code}: "
+                   f"{EXIT_MEANING.get(done.exit_code, '?')})")
+    elif done.record_on_volume:
+        click.echo(f"Incident record (on the records volume, PVC rollbook-records): {done.record_on_volume} "
+                   f"(exit {done.exit_code}: {EXIT_MEANING.get(done.exit_code, '?')})")
+    sys.exit(done.exit_code)
 
 
 def _guard(fn: object) -> None:

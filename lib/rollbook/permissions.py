@@ -134,11 +134,28 @@ def rows_for(identity: Identity, *, workload_ref: bool = False, steps_only: bool
 
 
 def markdown_table() -> str:
-    """The README's permission table, generated from :data:`PERMISSIONS`."""
-    lines = ["| identity | verb | API group | resource | steps | without it | why |", "|---|---|---|---|---|---|---|"]
+    """The README's permission table, generated from :data:`PERMISSIONS` (README: `python -m rollbook.permissions`)."""
+    lines = ["| identity | verb | API group | resource | steps | without it | deploy/ role | why |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in PERMISSIONS:
         names = f" (`{', '.join(p.resource_names)}`)" if p.resource_names else ""
         when = " (workloadRef only)" if p.when == WORKLOAD_REF else ""
         lines.append(f"| {p.identity} | {p.verb} | {p.group_label} | `{p.resource_path}`{names}{when} | "
-                     f"{', '.join(p.steps)} | {p.need} | {p.why} |")
+                     f"{', '.join(p.steps)} | {p.need} | `{role_of(p)}` | {p.why} |")
     return "\n".join(lines)
+
+
+CLUSTER_SCOPED = frozenset({"clusteranalysistemplates"})  # a RoleBinding cannot grant these
+
+
+def role_of(p: Permission) -> str:
+    """The ClusterRole of deploy/rbac.yaml that holds a row (tests/unit/test_deploy.py checks the YAML)."""
+    if p.steps == (PREFLIGHT,):
+        return "rollbook-preflight"
+    if p.identity == OPERATOR:
+        return "rollbook-operator-workloadref" if p.when == WORKLOAD_REF else "rollbook-operator"
+    return "rollbook-viewer-cluster" if p.resource in CLUSTER_SCOPED else "rollbook-viewer"
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates the README's table
+    print(markdown_table())

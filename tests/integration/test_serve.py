@@ -246,8 +246,9 @@ def test_refuses_to_start_without_a_token_or_with_a_mutating_step(world: Sandbox
     token_env = env | {"ROLLBOOK_SERVE_TOKEN": "t" * 32}
     res = _serve(["--config", str(bare), "--steps", "1,4"], tmp_path, token_env)
     assert res.returncode == 2 and "never mutates" in res.stderr
-    res = _serve(["--config", str(bare), "--executor", "kubernetes"], tmp_path, token_env)
-    assert res.returncode == 2 and "not available yet" in res.stderr
+    res = _serve(["--config", str(bare), "--executor", "kubernetes", "--context", "no-such-context"], tmp_path,
+                 token_env)
+    assert res.returncode == 2 and "cannot submit Jobs" in res.stderr and "no-such-context" in res.stderr
     assert not (tmp_path / "o").exists()
 
 

@@ -40,7 +40,11 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "replicasets": ("/apis/apps/v1", "ReplicaSet"),
     "pods": ("/api/v1", "Pod"),
     "events": ("/api/v1", "Event"),
+    "jobs": ("/apis/batch/v1", "Job"),  # not the runbooks': the Job executor's (cluster/jobs.py)
 }
+# The pod's service-account folder (token, ca.crt). Overridable for runtimes that mount it elsewhere, and for
+# the sandbox's simulated kubelet, which runs a Job's pod as a local process and cannot write to /var/run.
+SERVICEACCOUNT_DIR_ENV = "ROLLBOOK_SERVICEACCOUNT_DIR"
 MAX_PAGES = 50  # a list is paginated at most this many times (bounded, 500 items a page)
 PAGE_SIZE = 500
 MAX_BODY_IN_MESSAGE = 300
@@ -228,7 +232,14 @@ def connect(
     cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.1)
     if in_cluster:
         try:
-            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            folder = os.environ.get(SERVICEACCOUNT_DIR_ENV)
+            if folder:
+                from kubernetes.config.incluster_config import InClusterConfigLoader
+
+                InClusterConfigLoader(token_filename=os.path.join(folder, "token"),  # type: ignore[no-untyped-call]
+                                      cert_filename=os.path.join(folder, "ca.crt")).load_and_set(cfg)
+            else:
+                k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except ConfigException as e:
             raise ConfigError(f"No in-cluster Kubernetes configuration: {e}",
                               hint="Run inside a pod with a service account, or pass --context.") from e

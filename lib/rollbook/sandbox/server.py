@@ -16,10 +16,13 @@ from typing import Any, Self
 
 from rollbook.sandbox.apiserver import ApiServer, User
 from rollbook.sandbox.controller import Controller, Timings
+from rollbook.sandbox.jobs import JobRunner
 from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.loader import ScenarioInfo, load_scenario
 from rollbook.sandbox.mc import MCServer
 from rollbook.sandbox.prometheus import PrometheusServer, load_prometheus_spec, spec_from_runs
+from rollbook.sandbox.rbac import RbacAuthorizer
+from rollbook.sandbox.rbac import bootstrap as rbac_bootstrap
 from rollbook.sandbox.services import ServicesServer
 from rollbook.sandbox.store import Store
 from rollbook.sandbox.tls import make_server_cert
@@ -63,6 +66,8 @@ class Sandbox:
         self.apiserver: ApiServer | None = None
         self.mc: MCServer | None = None
         self.controller: Controller | None = None
+        self.jobs: JobRunner | None = None
+        self.rbac: RbacAuthorizer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -80,6 +85,9 @@ class Sandbox:
             self.controller = Controller(self.store, mc_url=self.mc_url, mc_token=self.mc_read_token,
                                          mc_write_token=self.mc_write_token, timings=self.timings)
             self.controller.start()
+            self.jobs = JobRunner(self.store, kube_url=self.kube_url, ca_pem=self._ca_pem,
+                                  state_dir=self.state_dir, token_for=self.service_account_token,
+                                  runbooks=_runbooks())
             self._write_files()
         except BaseException:
             self.stop()
@@ -90,6 +98,9 @@ class Sandbox:
     def stop(self) -> None:
         """Stop everything that started (controller first: it talks to MC) and withdraw ready.json."""
         self.ready_file.unlink(missing_ok=True)
+        if self.jobs is not None:
+            self.jobs.stop()
+            self.jobs = None
         for part in (self.controller, self.apiserver, self.mc, self.prometheus, self.services):
             if part is not None:
                 part.stop()
@@ -113,8 +124,17 @@ class Sandbox:
         users = {self.operator_token: User("operator", "operator"), self.viewer_token: User("viewer", "viewer")}
         self.apiserver = ApiServer(self.store, users=users, port=self.port, certfile=str(cert.certfile),
                                    keyfile=str(cert.keyfile))
+        # RBAC from the store's Role/ClusterRole/...Binding objects; the built-in users are bound like anyone else
+        for plural, obj in rbac_bootstrap():
+            self.store.create(plural, None, obj)
+        self.rbac = self.apiserver.authorizer = RbacAuthorizer(self.store, self.apiserver.users)
         self.kube_url = self.apiserver.start()
         self._ca_pem = cert.ca_pem
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token for an existing ServiceAccount (404 StoreError otherwise), as a pod's mounted token."""
+        assert isinstance(self.rbac, RbacAuthorizer)
+        return str(self.rbac.issue_token(namespace, name)["token"])
 
     def _start_mc(self, state: dict[str, Any]) -> None:
         self.mc = MCServer(state, read_token=self.mc_read_token, write_token=self.mc_write_token, admin=self.admin)
@@ -208,6 +228,14 @@ class Sandbox:
         tmp = self.ready_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.ready_file)
+
+
+def _runbooks() -> Path:
+    """The step notebooks a simulated pod runs (the image's /opt/rollbook/runbooks), found as rollbook.app
+    finds them (not imported: rollbook.app imports the sandbox for `rollbook demo`)."""
+    env = os.environ.get("ROLLBOOK_RUNBOOKS")
+    beside = Path(__file__).resolve().parents[3] / "runbooks"
+    return Path(env) if env else beside if beside.is_dir() else Path("runbooks").resolve()
 
 
 def _write_secret(path: Path, text: str) -> None:

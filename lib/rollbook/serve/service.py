@@ -46,7 +46,7 @@ class Service:
         self.queue = Queue(settings.state_dir / "queue.sqlite")
         self.metrics = Metrics(lambda status: float(self.queue.depth()[status]))
         self.preflight = PreflightWatch(settings, self.metrics)
-        self.executor = executor or LocalExecutor(settings.state_dir, child_env(settings))
+        self.executor = executor or _executor(settings)
         self.stopping = threading.Event()
         self._wake = threading.Condition()
         self._handles: dict[str, Handle] = {}
@@ -267,6 +267,15 @@ class Service:
         for line in done:
             print(f"rollbook serve: recovered {line}", file=sys.stderr, flush=True)
         return done
+
+
+def _executor(settings: Settings) -> Executor:
+    """The configured executor: a child process per attempt, or a Kubernetes Job (rollbook.jobrun)."""
+    if settings.executor == "kubernetes":
+        from rollbook.jobrun import KubernetesExecutor
+
+        return KubernetesExecutor(settings.context, settings.out)
+    return LocalExecutor(settings.state_dir, child_env(settings))
 
 
 def child_env(settings: Settings) -> dict[str, str]:
