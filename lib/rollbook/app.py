@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rollbook import history, runner
+from rollbook import atomic, history, runner
 from rollbook.config import load as load_config
 from rollbook.errors import UsageError
 from rollbook.record import StepResult
@@ -292,7 +292,7 @@ def update_ticket(run_dir: Path, cfg: Any, ticket: str, *, apply: bool) -> list[
         deliveries, error = list(getattr(e, "deliveries", []) or []), str(e)
         deliveries = [d.to_dict() if hasattr(d, "to_dict") else d for d in deliveries]
     doc = {"ticket": ticket, "applied": apply, "deliveries": deliveries, "error": error}
-    (run_dir / "ticket.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+    atomic.write_text(run_dir / "ticket.json", json.dumps(doc, indent=2, default=str))
     record.write_manifest(run_dir)
     state = "updated" if apply and not error else ("NOT updated: " + error if error else "dry run (--apply-closeout sends)")
     print(f"ticket {ticket}: {state}", file=sys.stderr, flush=True)
