@@ -188,6 +188,23 @@ def history(out: Path, namespace: str | None, rollout: str | None, metric: str |
     _guard(body)
 
 
+@main.command()
+@click.argument("record", type=click.Path(exists=True, path_type=Path))
+@click.option("--secret-file", "secret_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file of planted values (one a line) that must appear nowhere in the record (repeatable).")
+@click.option("--config", default=None, help="rollbook.yaml: every secret it references must appear nowhere either.")
+def verify(record: Path, secret_files: tuple[Path, ...], config: str | None) -> None:
+    """Check a record folder or bundle.zip: manifest hashes, schema, approvals, no secrets; exit 0 intact, 1 not."""
+    from rollbook import verify as vf
+
+    def body() -> None:
+        report = vf.verify(record, vf.secrets_from(secret_files, config))
+        click.echo(vf.text(report), nl=False)
+        sys.exit(report.exit_code)
+
+    _guard(body)
+
+
 def _finish(result: RunResult) -> None:
     """Print the summary, the record's path, the record it continued and the NEXT line; exit with the run's code."""
     run_dir = result.record_dir

@@ -31,6 +31,15 @@ class Redactor:
     def __repr__(self) -> str:
         return f"Redactor(<{len(self._forms)} forms>)"
 
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """Every form of every secret it replaces (raw, JSON- and HTML-escaped), longest first."""
+        return tuple(self._forms)
+
+    def found_in(self, data: bytes) -> bool:
+        """True if any form of a known secret occurs in `data`."""
+        return any(form.encode("utf-8") in data for form in self._forms)
+
     def scrub(self, text: str) -> str:
         """Text with every known secret replaced by [REDACTED]."""
         for form in self._forms:
