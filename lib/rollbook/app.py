@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -64,9 +65,34 @@ def kubeconfig_secrets(path: str | None) -> list[str]:
             doc = yaml.safe_load(Path(p).expanduser().read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError):
             continue
-        for user in doc.get("users") or []:
-            fields = (user or {}).get("user") or {}
-            found += [str(fields[k]) for k in ("token", "password", "client-key-data") if fields.get(k)]
+        for user in doc.get("users") or [] if isinstance(doc, dict) else []:
+            found += _user_secrets((user or {}).get("user") or {}, Path(p).expanduser().parent)
+    return found
+
+
+def _user_secrets(fields: Mapping[str, Any], folder: Path) -> list[str]:
+    """One kubeconfig user's secrets: token, password, client key (inline or its file), token file, exec env."""
+    import base64
+    import binascii
+
+    found = [str(fields[k]) for k in ("token", "password", "client-key-data") if fields.get(k)]
+    if fields.get("client-key-data"):
+        try:  # the key as it would appear decoded (PEM lines), not only as the base64 in the file
+            found += [line for line in base64.b64decode(str(fields["client-key-data"])).decode().splitlines()
+                      if len(line) >= 16 and not line.startswith("-----")]
+        except (binascii.Error, UnicodeDecodeError):
+            pass
+    for key in ("client-key", "tokenFile"):
+        if fields.get(key):
+            try:
+                found += [line for line in (folder / str(fields[key])).read_text(encoding="utf-8").splitlines()
+                          if len(line.strip()) >= 16 and not line.startswith("-----")]
+            except OSError:
+                pass
+    exec_ = fields.get("exec") or {}
+    # only variables named like a credential: scrubbing e.g. AWS_PROFILE=production would mangle every file
+    found += [str(e.get("value")) for e in exec_.get("env") or [] if isinstance(e, dict) and e.get("value")
+              and re.search(r"(?i)token|secret|password|passwd|key|credential", str(e.get("name") or ""))]
     return found
 
 
