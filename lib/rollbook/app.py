@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -102,8 +103,13 @@ NextStep = Callable[[runner.ValidatedRun, Sequence[StepResult]], "str | None"]
 def run(spec: runner.RunSpec, *, config: str | None = None, apply_closeout: bool = False,
         progress: Any = None, next_step: NextStep | None = None) -> runner.RunResult:
     """Validate and precheck (exit 2 before any kernel), snapshot, run the steps, write the record, update the ticket."""
+    from rollbook.errors import ConfigError
+
     validated = runner.validate(spec)
-    cfg = load_config(config)  # a broken config file is a usage error before anything runs
+    try:
+        cfg = load_config(config)  # a broken config file is a usage error before anything runs
+    except ConfigError as e:
+        raise UsageError(f"Cannot start the run: {e.message}", hint=e.hint) from e
     precheck(validated, cfg)
     result = runner.run(validated, snapshot=snapshot_for(spec, config), secrets=config_secrets(config),
                         progress=progress, next_step=next_step or follow_up)
@@ -121,6 +127,7 @@ def precheck(validated: runner.ValidatedRun, cfg: Any) -> None:
     from rollbook.steps.core import Incident
 
     spec = validated.spec
+    check_out_dir(spec.out)
     check_input_files(spec)
     incident = Incident(spec.namespace, spec.rollout, spec.context, spec.mc_url, None, spec.incident, cfg)
     try:
@@ -145,6 +152,28 @@ def _follow_up_retry(validated: runner.ValidatedRun) -> bool:
     A full run is also the triage record: there step 4 records why it refused instead."""
     first = validated.steps[0].name if validated.steps else ""
     return validated.spec.approve_retry and first == "remediate-and-retry"
+
+
+MIN_FREE_BYTES = 32 << 20  # a record is ~1-5 MiB; less free space than this would fail mid-run
+
+
+def check_out_dir(out: Path) -> None:
+    """`--out` can hold a new record: the folder (or its nearest existing parent) is a writable directory
+    with room; checked without writing anything, so a refused run leaves no trace."""
+    existing = Path(out)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file, not a folder; the record cannot be written there.",
+                         hint="Pass --out a folder (it is created if missing).")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: folder {existing} is not writable by this user; nothing was run.",
+                         hint="Pass a --out you can write to, or fix the folder's permissions.")
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"--out {out}: only {free >> 20} MiB free on the disk of {existing}; a record needs more "
+                         "and a run that fills the disk mid-way would leave it partial. Nothing was run.",
+                         hint="Free some space, or pass a --out on another disk.")
 
 
 def check_input_files(spec: runner.RunSpec) -> None:

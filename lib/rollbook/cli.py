@@ -77,7 +77,8 @@ def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc
                                     hint="Say who approved it and under which ticket; both are recorded.")
         spec = runner.RunSpec(
             incident=incident, namespace=namespace, rollout=rollout, context=context, mc_url=mc_url,
-            release_id=release_id, out=out, steps=runner.parse_steps(steps_) if steps_ else None, params=extra,
+            release_id=release_id, out=out, steps=runner.parse_steps(steps_) if steps_ is not None else None,
+            params=extra,
             approve_retry=approve_retry, approver=approver, ticket=ticket,
             runbooks_dir=runbooks or app.default_runbooks(), step_timeout=step_timeout)
         result = app.run(spec, config=config, apply_closeout=apply_closeout)
@@ -227,6 +228,11 @@ def _guard(fn: object) -> None:
     except RollbookError as e:
         click.echo(f"rollbook: {e}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # the disk filled or a folder became unwritable mid-run: one line, not a traceback
+        click.echo(f"rollbook: cannot write {e.filename or 'a file'}: {e.strerror or e}. Free space or fix the "
+                   "folder's permissions; the record may be partial (`rollbook verify` names what is missing).",
+                   err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

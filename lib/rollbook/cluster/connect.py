@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import urllib3
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -238,7 +239,8 @@ def connect(
         api_client = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=path, context=context, client_configuration=cfg, persist_config=False)
         name = context or k8s_config.list_kube_config_contexts(path)[1]["name"]  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError, KeyError, TypeError) as e:
+    except (ConfigException, OSError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
+        # AttributeError: a kubeconfig that is YAML but not a mapping (a list); YAMLError: not YAML at all
         raise ConfigError(
             f"Cannot use kubeconfig {path!s} with context {_q(context or '(current)')}: {_short(str(e))}",
             hint="Check the file and the context name; list contexts with: kubectl config get-contexts",
