@@ -142,8 +142,10 @@ def preflight(namespace: str, all_namespaces: bool, rollout: str, context: str, 
 @click.option("--step-timeout", type=float, default=600.0, show_default=True, help="Wall-clock bound per step (s).")
 @click.option("--grace", type=float, default=20.0, show_default=True,
               help="Seconds running incidents may finish after SIGTERM before they are interrupted.")
+@click.option("--preflight/--no-preflight", default=True, show_default=True,
+              help="Check the gate at start and on GET /v1/preflight (rollbook_preflight_findings).")
 def serve(listen: str, config: str | None, out: Path, workers: int, queue_bound: int, steps_: str, executor: str,
-          context: str | None, runbooks: Path | None, step_timeout: float, grace: float) -> None:
+          context: str | None, runbooks: Path | None, step_timeout: float, grace: float, preflight: bool) -> None:
     """Receive Argo's abort notifications and run the read-only steps for each (README, 'Start it from Argo')."""
     from rollbook import runner
     from rollbook.serve import service, settings
@@ -151,7 +153,7 @@ def serve(listen: str, config: str | None, out: Path, workers: int, queue_bound:
     def body() -> None:
         built = settings.build(listen=listen, config=config, out=out, workers=workers, queue=queue_bound,
                                steps=runner.parse_steps(steps_), executor=executor, context=context,
-                               runbooks=runbooks, step_timeout=step_timeout, grace=grace)
+                               runbooks=runbooks, step_timeout=step_timeout, grace=grace, preflight=preflight)
         sys.exit(service.serve(built))
 
     _guard(body)

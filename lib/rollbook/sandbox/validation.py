@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollbook.sandbox.store import Resource, bad_request
+from rollbook.sandbox.apierrors import bad_request
+from rollbook.sandbox.resources import Resource
 
 JSON = dict[str, Any]
 

@@ -28,6 +28,7 @@ from rollbook.serve import notification as notif
 from rollbook.serve.api import Server
 from rollbook.serve.executor import Attempt, ExecResult, Executor, Handle, LocalExecutor, alive, kill_tree, read_result
 from rollbook.serve.metrics import Metrics
+from rollbook.serve.preflight import PreflightWatch
 from rollbook.serve.queue import Job, Queue, QueueFull
 from rollbook.serve.settings import TOKEN_ENV, Settings
 
@@ -44,6 +45,7 @@ class Service:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.queue = Queue(settings.state_dir / "queue.sqlite")
         self.metrics = Metrics(lambda status: float(self.queue.depth()[status]))
+        self.preflight = PreflightWatch(settings, self.metrics)
         self.executor = executor or LocalExecutor(settings.state_dir, child_env(settings))
         self.stopping = threading.Event()
         self._wake = threading.Condition()
@@ -71,6 +73,8 @@ class Service:
             t = threading.Thread(target=self._work, name=f"rollbook-serve-worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+        if self.settings.preflight:
+            self.preflight.start()  # in the background: notifications are answered meanwhile
         return self.url
 
     def stop(self, grace: float | None = None) -> None:
