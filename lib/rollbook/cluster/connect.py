@@ -41,6 +41,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "replicasets": ("/apis/apps/v1", "ReplicaSet"),
     "pods": ("/api/v1", "Pod"),
     "events": ("/api/v1", "Event"),
+    "leases": ("/apis/coordination.k8s.io/v1", "Lease"),
 }
 MAX_PAGES = 50  # a list is paginated at most this many times (bounded, 500 items a page)
 PAGE_SIZE = 500

@@ -69,6 +69,8 @@ RESOURCES: dict[str, Resource] = {
                  categories=("all",)),
         Resource("poddisruptionbudgets", "policy", "v1", "PodDisruptionBudget", short_names=("pdb",)),
         Resource("ingresses", "networking.k8s.io", "v1", "Ingress", short_names=("ing",)),
+        # held by rollbook's step 4 around a mutation, so two runners never both change one Rollout
+        Resource("leases", "coordination.k8s.io", "v1", "Lease", has_status=False),
         Resource("rollouts", _ARGO, "v1alpha1", "Rollout", short_names=("ro",), builtin=False, has_scale=True),
         Resource("analysisruns", _ARGO, "v1alpha1", "AnalysisRun", short_names=("ar",), builtin=False),
         Resource(
