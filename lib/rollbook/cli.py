@@ -29,11 +29,23 @@ def main() -> None:
               help="Where kubeconfig, env.sh and ready.json are written.")
 @click.option("--port", type=int, default=0, show_default=True,
               help="Port of the Kubernetes API (0 picks a free one).")
-def sandbox(scenario: str, state_dir: Path, port: int) -> None:
+@click.option("--faults", "faults_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="YAML/JSON fault rules injected at the HTTP layer (see rollbook/sandbox/faults.py).")
+def sandbox(scenario: str, state_dir: Path, port: int, faults_file: Path | None) -> None:
     """Start the local Kubernetes API, simulated Argo controller and MC stand-in until Ctrl-C."""
+    from rollbook.errors import UsageError
+    from rollbook.sandbox.faults import FaultError, FaultPlan
     from rollbook.sandbox.server import serve
 
-    _guard(lambda: serve(scenario=scenario, state_dir=state_dir, port=port))
+    def body() -> None:
+        try:
+            plan = FaultPlan.load(faults_file) if faults_file else None
+        except FaultError as e:
+            raise UsageError(str(e), hint="Fix the rule; fields: service, fault, method, path, status, "
+                                          "retry_after, delay, after, count, probability.") from None
+        serve(scenario=scenario, state_dir=state_dir, port=port, faults=plan)
+
+    _guard(body)
 
 
 @main.command("run")

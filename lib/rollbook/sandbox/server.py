@@ -16,6 +16,8 @@ from typing import Any, Self
 
 from rollbook.sandbox.apiserver import ApiServer, User
 from rollbook.sandbox.controller import Controller, Timings
+from rollbook.sandbox.faults import FaultPlan
+from rollbook.sandbox.faults import install as install_faults
 from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.loader import ScenarioInfo, load_scenario
 from rollbook.sandbox.mc import MCServer
@@ -32,12 +34,14 @@ class Sandbox:
     """A local cluster + Argo controller + MC, on 127.0.0.1, described by files in ``state_dir``."""
 
     def __init__(self, scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbox"),
-                 port: int = 0, *, admin: bool = False, timings: Timings | None = None) -> None:
+                 port: int = 0, *, admin: bool = False, timings: Timings | None = None,
+                 faults: FaultPlan | None = None) -> None:
         self.scenario = scenario
         self.state_dir = Path(state_dir).resolve()
         self.port = port
         self.admin = admin
         self.timings = timings or Timings()
+        self.faults = faults  # injected at the HTTP layer of every server (sandbox/faults.py)
         self.operator_token = secrets.token_urlsafe(24)
         self.viewer_token = secrets.token_urlsafe(24)
         self.mc_read_token = secrets.token_urlsafe(24)
@@ -80,6 +84,8 @@ class Sandbox:
             self.controller = Controller(self.store, mc_url=self.mc_url, mc_token=self.mc_read_token,
                                          mc_write_token=self.mc_write_token, timings=self.timings)
             self.controller.start()
+            if self.faults is not None:
+                install_faults(self, self.faults)
             self._write_files()
         except BaseException:
             self.stop()
@@ -90,6 +96,8 @@ class Sandbox:
     def stop(self) -> None:
         """Stop everything that started (controller first: it talks to MC) and withdraw ready.json."""
         self.ready_file.unlink(missing_ok=True)
+        if self.faults is not None:
+            self.faults.stopping.set()  # wakes handlers sleeping in a latency or hang fault
         for part in (self.controller, self.apiserver, self.mc, self.prometheus, self.services):
             if part is not None:
                 part.stop()
@@ -219,7 +227,7 @@ def _write_secret(path: Path, text: str) -> None:
 
 
 def serve(scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbox"), port: int = 0,
-          *, timings: Timings | None = None) -> None:
+          *, timings: Timings | None = None, faults: FaultPlan | None = None) -> None:
     """`rollbook sandbox`: start, print how to use it, run until SIGINT/SIGTERM, stop cleanly."""
     stop = threading.Event()
 
@@ -228,7 +236,7 @@ def serve(scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbo
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Sandbox(scenario, state_dir, port, timings=timings) as sb:
+        with Sandbox(scenario, state_dir, port, timings=timings, faults=faults) as sb:
             print(f"rollbook sandbox: scenario {sb.info.name if sb.info else scenario} ready in "
                   f"{sb.startup_seconds:.2f}s (API {sb.kube_url}, MC {sb.mc_url}); try: "
                   f"source {shlex.quote(str(sb.env_file))}; kubectl get rollouts -A   (Ctrl-C stops it)",
