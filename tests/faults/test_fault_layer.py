@@ -5,7 +5,6 @@ that names the object and the next step, within a bounded time. No kernels: one 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
