@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import nbformat
 import papermill
+import papermill.iorw
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
@@ -33,9 +34,21 @@ from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError
 from papermill.exceptions import PapermillExecutionError
 
-from rollbook import __version__, continuation, record, terminal
+from rollbook import __version__, atomic, continuation, record, terminal
 from rollbook.errors import ParameterError, UsageError
 from rollbook.record import STEP_RESULT_MIME, STEP_VERDICTS, StepResult
+
+
+class _AtomicLocalHandler(papermill.iorw.LocalHandler):  # type: ignore[misc]
+    """papermill saves the output notebook after every cell with a plain open('w'): a runner killed
+    mid-save would leave half a notebook in the record. Registered for absolute paths (the runner's
+    are always absolute), it writes through a temp file and os.replace instead."""
+
+    def write(self, buf: str, path: str) -> None:
+        atomic.write_text(path, buf)
+
+
+papermill.iorw.papermill_io.register("/", _AtomicLocalHandler())
 
 # --------------------------------------------------------------------------- the playbook
 
@@ -205,6 +218,7 @@ class RunResult:
 _REQUIRED_RE = re.compile(r"^\s*required\b|\(required\)", re.IGNORECASE)
 _SECRET_RE = re.compile(r"(^|_)(token|password|passwd|secret|key|apikey|credentials?)s?($|_)", re.IGNORECASE)
 _INT_RE = re.compile(r"^[+-]?\d+$")
+_LABEL_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _OPTIONAL_RE = re.compile(r"^Optional\[(\w+)\]$")
 _SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
@@ -215,11 +229,14 @@ SPEC_PARAMS = ("incident", "namespace", "rollout", "context", "mc_url", "release
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
-    """`--steps 1,2,3` -> (1, 2, 3)."""
+    """`--steps 1,2,3` -> (1, 2, 3); an empty list is refused (it would silently mean every step)."""
     try:
-        return tuple(int(p) for p in text.split(",") if p.strip())
+        steps = tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
-        raise UsageError(f"--steps {text!r} is not a list of step numbers.", hint="Use e.g. --steps 1,2,3.") from None
+        steps = ()
+    if not steps:
+        raise UsageError(f"--steps {text!r} is not a list of step numbers.", hint="Use e.g. --steps 1,2,3.")
+    return steps
 
 
 def parse_params(items: Iterable[str]) -> dict[str, str]:
@@ -354,6 +371,10 @@ def _check_spec(spec: RunSpec) -> None:
     if spec.approve_retry and not (spec.approver and spec.ticket):
         raise UsageError("--approve-retry needs --approver WHO and --ticket REF.",
                          hint="Name who approved the retry and the change ticket.")
+    if spec.release_id is not None and not _LABEL_RE.match(spec.release_id):
+        raise UsageError(f"--release-id {spec.release_id!r} is not a valid Kubernetes label value, so no Rollout "
+                         "can carry it.", hint="At most 63 letters, digits, '-', '_' or '.', starting and ending "
+                                               "with a letter or digit (e.g. api-1.42.0).")
     if spec.step_timeout <= 0 or (spec.cell_timeout is not None and spec.cell_timeout <= 0):
         raise UsageError("Timeouts must be positive seconds.", hint="e.g. step_timeout=600.")
     for name in spec.params:
@@ -756,8 +777,9 @@ class _Scheduler:
     """Runs batches in order; later batches' kernels start ahead (see _Launcher)."""
 
     def __init__(self, vr: ValidatedRun, ctx: _Context, policy: Policy,
-                 carried: Sequence[StepResult] = ()) -> None:
-        self.vr, self.ctx, self.policy = vr, ctx, policy
+                 carried: Sequence[StepResult] = (),
+                 on_step: Callable[[Sequence[StepResult]], object] = lambda results: None) -> None:
+        self.vr, self.ctx, self.policy, self.on_step = vr, ctx, policy, on_step
         self.results: list[StepResult] = list(carried)  # an earlier record's steps, when continuing it
         self.stop_reason: str | None = None
         self.position = {s.number: i + 1 for i, s in enumerate(vr.steps)}
@@ -789,6 +811,7 @@ class _Scheduler:
         for s, g in gates:
             r = g.done.result(timeout=self.gate_bound)
             self.results.append(r)
+            self.on_step(self.results)  # record.json (still `interrupted`) lists it from now on
             self.ctx.reporter.finished(s.number, _progress_line(self.position[s.number], len(self.vr.steps), r))
             if r.verdict == "error" and self.stop_reason is None:
                 self.stop_reason = f"step {r.step} ({r.name}) failed to execute"
@@ -874,6 +897,20 @@ def _snapshot_into(run_dir: Path, snapshot: Callable[[], Mapping[str, Any]] | No
     return take
 
 
+def _progress_writer(vr: ValidatedRun, run_dir: Path, started: str, continued: Mapping[str, Any] | None,
+                     notes: tuple[str, ...], redactor: record.Redactor) -> Callable[[Sequence[StepResult]], None]:
+    """Writes the in-progress record.json (`interrupted` until the run ends) with the steps so far."""
+    def write(results: Sequence[StepResult]) -> None:
+        info = record.RunInfo(
+            incident=vr.spec.incident, namespace=vr.spec.namespace, rollout=vr.spec.rollout,
+            context=vr.spec.context, run_id=run_dir.name, started_at=started, finished_at="",
+            tool_version=__version__, parameters=vr.parameters, exit_code=EXIT_STEP_ERROR, partial=True,
+            continued_from=continued, notes=notes,
+            error="the run did not finish: the runner was stopped before it wrote the final record")
+        record.write_progress(run_dir, info, results, redactor)
+    return write
+
+
 def run(
     spec: RunSpec | ValidatedRun,
     *,
@@ -908,13 +945,17 @@ def _run(vr: ValidatedRun, reporter: terminal.Reporter, snapshot: Callable[[], M
                       "and its snapshot)")
     for note in notes:
         reporter.note(note)
+    secrets = [*secrets, *secrets_from_env()]
+    progress = _progress_writer(vr, run_dir, started, earlier.describe(carried) if earlier else None, notes,
+                                record.Redactor(secrets))
+    progress(carried)
     workdir = Path(tempfile.mkdtemp(prefix="rb-"))  # short path: unix socket names are limited to ~100 bytes
     snap_errors: list[str] = []
     try:
         ctx = _Context(run_dir, workdir, _kernel_env(workdir), vr.spec.step_timeout,
                        vr.spec.cell_timeout or vr.spec.step_timeout, vr.spec.start_timeout, vr.spec.warmup,
                        Path.cwd(), reporter)
-        sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), carried)
+        sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), carried, on_step=progress)
         crash: str | None = None
         try:
             results = sched.run(_snapshot_into(run_dir, snapshot, snap_errors, reporter))
@@ -931,6 +972,6 @@ def _run(vr: ValidatedRun, reporter: terminal.Reporter, snapshot: Callable[[], M
         snapshot_error=snap_errors[0] if snap_errors else None, error=crash,
         continued_from=earlier.describe(carried) if earlier else None,
         next_step=next_step(vr, results) if next_step else None, notes=notes)
-    record.write_record(run_dir, info, results, secrets=[*secrets, *secrets_from_env()])
+    record.write_record(run_dir, info, results, secrets=secrets)
     ran = tuple(r for r in results if not r.from_record)  # the carried steps are the earlier run's
     return RunResult(run_dir, code, ran, code == 3, info.continued_from, info.next_step)

@@ -16,6 +16,8 @@ from typing import Any, Self
 
 from rollbook.sandbox.apiserver import ApiServer, User
 from rollbook.sandbox.controller import Controller, Timings
+from rollbook.sandbox.faults import FaultPlan
+from rollbook.sandbox.faults import install as install_faults
 from rollbook.sandbox.jobs import JobRunner
 from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.loader import ScenarioInfo, load_scenario
@@ -35,12 +37,14 @@ class Sandbox:
     """A local cluster + Argo controller + MC, on 127.0.0.1, described by files in ``state_dir``."""
 
     def __init__(self, scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbox"),
-                 port: int = 0, *, admin: bool = False, timings: Timings | None = None) -> None:
+                 port: int = 0, *, admin: bool = False, timings: Timings | None = None,
+                 faults: FaultPlan | None = None) -> None:
         self.scenario = scenario
         self.state_dir = Path(state_dir).resolve()
         self.port = port
         self.admin = admin
         self.timings = timings or Timings()
+        self.faults = faults  # injected at the HTTP layer of every server (sandbox/faults.py)
         self.operator_token = secrets.token_urlsafe(24)
         self.viewer_token = secrets.token_urlsafe(24)
         self.mc_read_token = secrets.token_urlsafe(24)
@@ -88,6 +92,8 @@ class Sandbox:
             self.jobs = JobRunner(self.store, kube_url=self.kube_url, ca_pem=self._ca_pem,
                                   state_dir=self.state_dir, token_for=self.service_account_token,
                                   runbooks=_runbooks())
+            if self.faults is not None:
+                install_faults(self, self.faults)
             self._write_files()
         except BaseException:
             self.stop()
@@ -101,6 +107,8 @@ class Sandbox:
         if self.jobs is not None:
             self.jobs.stop()
             self.jobs = None
+        if self.faults is not None:
+            self.faults.stopping.set()  # wakes handlers sleeping in a latency or hang fault
         for part in (self.controller, self.apiserver, self.mc, self.prometheus, self.services):
             if part is not None:
                 part.stop()
@@ -247,7 +255,7 @@ def _write_secret(path: Path, text: str) -> None:
 
 
 def serve(scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbox"), port: int = 0,
-          *, timings: Timings | None = None) -> None:
+          *, timings: Timings | None = None, faults: FaultPlan | None = None) -> None:
     """`rollbook sandbox`: start, print how to use it, run until SIGINT/SIGTERM, stop cleanly."""
     stop = threading.Event()
 
@@ -256,7 +264,7 @@ def serve(scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbo
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Sandbox(scenario, state_dir, port, timings=timings) as sb:
+        with Sandbox(scenario, state_dir, port, timings=timings, faults=faults) as sb:
             print(f"rollbook sandbox: scenario {sb.info.name if sb.info else scenario} ready in "
                   f"{sb.startup_seconds:.2f}s (API {sb.kube_url}, MC {sb.mc_url}); try: "
                   f"source {shlex.quote(str(sb.env_file))}; kubectl get rollouts -A   (Ctrl-C stops it)",

@@ -290,6 +290,13 @@ def _errored_slo_metrics(incident: Incident, view: RolloutView, run: AnalysisRun
                           "and the canary is within its thresholds, so a retry can measure them")
 
 
+def _holder(incident: Incident, approval: Approval) -> str:
+    """Who holds the Rollout's Lease during the mutation, as the other runner's refusal names it."""
+    from rollbook.cluster.lease import default_holder
+
+    return default_holder(f"{incident.incident} (approved by {approval.approver}, {approval.ticket})")
+
+
 def _v(v: Verdict | None) -> dict[str, Any] | None:
     return None if v is None else {"release_id": v.release_id, "ok": v.ok, "status": v.status, "reason": v.reason,
                                    "missing": list(v.missing), "invalid": list(v.invalid)}
@@ -316,7 +323,8 @@ def _evidence_outcome(incident: Incident, view: RolloutView, plan: Plan, approva
                                          "it does not roll back."])
     before = {r.name for r in view.canary_runs}
     try:
-        result = retry(incident.action_cluster, view.namespace, view.name, expected_resource_version=rv)
+        result = retry(incident.action_cluster, view.namespace, view.name, expected_resource_version=rv,
+                       holder=_holder(incident, approval))
     except RollbookError as e:  # refused (RBAC, stale version): say so as the verdict, nothing was changed
         facts["action_error"] = str(e)
         return Outcome(4, "remediate-and-retry", "fail", f"The approved retry was refused: {e}", facts, findings)
@@ -354,7 +362,8 @@ def _slo_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Ap
             return Outcome(4, "remediate-and-retry", "needs_human",
                            f"Undo approved but refused: {'; '.join(other)}.", facts, findings)
         if approval.approved:
-            res = undo(incident.action_cluster, view.namespace, view.name, target, expected_resource_version=rv)
+            res = undo(incident.action_cluster, view.namespace, view.name, target, expected_resource_version=rv,
+                       holder=_holder(incident, approval))
             plan.mutations.append(mutation_line(res, approval))
             findings["undone"] = True
             return Outcome(4, "remediate-and-retry", "pass",
