@@ -120,21 +120,24 @@ def run(
     secrets: Iterable[str] = (),
     progress: Callable[[str], None] | terminal.Reporter | None = None,
     next_step: Callable[[ValidatedRun, Sequence[StepResult]], str | None] | None = None,
+    kernels: Callable[[], _Kernel] | None = None,
 ) -> RunResult:
     """Validate, run the steps, write the record (also when a step fails); never raises for a step.
 
-    `progress`: None draws live progress on stderr; a callable gets each step's result line."""
+    `progress`: None draws live progress on stderr; a callable gets each step's result line.
+    `kernels`: where each step's kernel comes from (a warm pool's `take`); None starts one per step."""
     vr = spec if isinstance(spec, ValidatedRun) else validate(spec)
     reporter = reporter_for(progress)
     try:
-        return _run(vr, reporter, snapshot, policy, secrets, next_step)
+        return _run(vr, reporter, snapshot, policy, secrets, next_step, kernels)
     finally:
         reporter.close()
 
 
 def _run(vr: ValidatedRun, reporter: terminal.Reporter, snapshot: Callable[[], Mapping[str, Any]] | None,
          policy: Policy | None, secrets: Iterable[str],
-         next_step: Callable[[ValidatedRun, Sequence[StepResult]], str | None] | None) -> RunResult:
+         next_step: Callable[[ValidatedRun, Sequence[StepResult]], str | None] | None,
+         kernels: Callable[[], _Kernel] | None = None) -> RunResult:
     """The body of run(): the record folder, the continuation, the steps, the record."""
     started = record.utc_now()
     run_dir = record.new_run_dir(vr.spec.out, vr.spec.incident)
@@ -151,7 +154,7 @@ def _run(vr: ValidatedRun, reporter: terminal.Reporter, snapshot: Callable[[], M
     try:
         ctx = _Context(run_dir, workdir, _kernel_env(workdir), vr.spec.step_timeout,
                        vr.spec.cell_timeout or vr.spec.step_timeout, vr.spec.start_timeout, vr.spec.warmup,
-                       Path.cwd(), reporter)
+                       Path.cwd(), reporter, kernels)
         sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), carried)
         crash: str | None = None
         try:

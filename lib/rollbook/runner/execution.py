@@ -37,6 +37,8 @@ class _Context:
     # the caller's folder: a relative path in rollbook.yaml or $KUBECONFIG means there what it means to them
     cwd: Path | None = None
     reporter: terminal.Reporter = field(default_factory=lambda: terminal.Lines(lambda line: None))
+    # a warm pool's `take` (rollbook serve): each step gets a pre-started, pre-imported kernel of its own
+    kernels: Callable[[], _Kernel] | None = None
 
 
 @dataclass
@@ -59,12 +61,16 @@ class _Gate:
 
 def _worker(step: StepDef, ctx: _Context, gate: _Gate, gate_bound: float,
             on_warm: Callable[[], None] = lambda: None) -> None:
-    """Start a kernel, wait for the go, run the step, hand back the result, then stop the kernel."""
+    """Start (or take from the pool) a kernel, wait for the go, run the step, hand back the result, then stop
+    the kernel: a kernel runs one step only, pooled or not."""
     kernel: _Kernel | None = None
     start_error: str | None = None
     try:
-        kernel = _Kernel(ctx.workdir, ctx.env, ctx.cwd)
-        kernel.warm_up(step.warmup if step.warmup is not None else ctx.warmup, ctx.start_timeout)
+        if ctx.kernels is not None:
+            kernel = ctx.kernels()  # already warm: the pool imported the steps' modules
+        else:
+            kernel = _Kernel(ctx.workdir, ctx.env, ctx.cwd)
+            kernel.warm_up(step.warmup if step.warmup is not None else ctx.warmup, ctx.start_timeout)
     except Exception as e:  # any start failure is this step's error, reported below
         start_error = f"the kernel did not start: {type(e).__name__}: {e}"
     try:

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -84,6 +84,8 @@ class _Kernel:
         conn = workdir / f"k-{uuid.uuid4().hex[:8]}.json"
         self.km = IPCKernelManager(connection_file=str(conn))
         self.killed = False
+        self.on_stop: Callable[[], None] | None = None  # a pool's bookkeeping: this kernel is gone
+        self.before_stop: Callable[[], None] | None = None  # an attempt's accounting: its CPU, while it runs
         run_sync(self.km.start_kernel)(env=dict(env), cwd=str(cwd or workdir))
 
     def warm_up(self, code: str, timeout: float) -> None:
@@ -113,6 +115,8 @@ class _Kernel:
 
     def stop(self) -> None:
         """Close clients and stop the kernel immediately (the graceful path can stall ~3 s)."""
+        if self.before_stop is not None:
+            self.before_stop()
         for kc in self.km.clients:
             kc.stop_channels()
         try:
@@ -120,6 +124,9 @@ class _Kernel:
                 run_sync(self.km.shutdown_kernel)(now=True)
         except RuntimeError:  # already dead: nothing left to stop
             run_sync(self.km.cleanup_resources)()
+        finally:
+            if self.on_stop is not None:
+                self.on_stop()
 
 
 def _kernel_env(workdir: Path) -> dict[str, str]:

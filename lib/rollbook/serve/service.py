@@ -24,12 +24,14 @@ from typing import Any
 
 from rollbook.errors import RollbookError
 from rollbook.runner import RunSpec
+from rollbook.runner.pool import KernelPool, warmup_for
 from rollbook.serve import notification as notif
 from rollbook.serve.api import Server
 from rollbook.serve.executor import Attempt, ExecResult, Executor, Handle, LocalExecutor, alive, kill_tree, read_result
 from rollbook.serve.metrics import Metrics
 from rollbook.serve.queue import Job, Queue, QueueFull
 from rollbook.serve.settings import TOKEN_ENV, Settings
+from rollbook.serve.warm import WarmExecutor
 
 WAIT_SLICE = 1.0  # seconds: every wait of a worker or the main loop is this short, so stop is prompt
 INTERRUPT_BOUND = 60.0  # seconds an interrupted child may take to write its partial record before SIGKILL
@@ -44,6 +46,9 @@ class Service:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.queue = Queue(settings.state_dir / "queue.sqlite")
         self.metrics = Metrics(lambda status: float(self.queue.depth()[status]))
+        self.pool: KernelPool | None = None
+        if executor is None and settings.pool > 0:
+            self.pool, executor = warm_executor(settings)
         self.executor = executor or LocalExecutor(settings.state_dir, child_env(settings))
         self.stopping = threading.Event()
         self._wake = threading.Condition()
@@ -94,6 +99,8 @@ class Service:
                 for h in self._handles.values():
                     h.kill()
             self._join(time.monotonic() + 10.0)
+        if self.pool is not None:
+            self.pool.close()
         self.queue.close()
 
     def _join(self, deadline: float) -> None:
@@ -263,6 +270,20 @@ class Service:
         for line in done:
             print(f"rollbook serve: recovered {line}", file=sys.stderr, flush=True)
         return done
+
+
+def warm_executor(settings: Settings) -> tuple[KernelPool, WarmExecutor]:
+    """The kernel pool (booting in the background from now on) and the executor that takes from it.
+
+    At most `pool` kernels idle or booting; the background stops booting while one kernel per step of
+    every worker's incident plus one is alive (memory), and a step then boots its own."""
+    from rollbook.app import default_runbooks
+
+    s = settings
+    live = s.workers * len(s.steps) + 1
+    pool = KernelPool(s.pool, child_env(s), warmup=warmup_for(s.runbooks or default_runbooks()), cwd=Path.cwd(),
+                      max_live=max(s.pool, live)).start()
+    return pool, WarmExecutor(s.state_dir, pool)
 
 
 def child_env(settings: Settings) -> dict[str, str]:
