@@ -50,6 +50,8 @@ class Service:
         if executor is None and settings.pool > 0:
             self.pool, executor = warm_executor(settings)
         self.executor = executor or LocalExecutor(settings.state_dir, child_env(settings))
+        if self.pool is not None:
+            self.metrics.watch_pool(self.pool)
         self.stopping = threading.Event()
         self._wake = threading.Condition()
         self._handles: dict[str, Handle] = {}
