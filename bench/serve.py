@@ -205,6 +205,9 @@ class Bench:
                 "lost": len(namespaces) - sum(r["status"] == "done" for r in rows.values()),
                 "duplicated": sum(1 for ns in namespaces if records.get(ns, 0) > 1 or rows[ns]["attempt"] > 1),
                 "wrong_verdicts": wrong, "reference": self.reference,
+                "not_done": {ns: {k: r.get(k) for k in ("status", "failure", "error", "verdicts")} | {
+                    "attempt": (r.get("attempts") or [{}])[-1]} for ns, r in rows.items()
+                    if r["status"] != "done" or ns in wrong},
                 "answers": sorted({tuple(a) for a in answers.values()}),
                 "intake_over_100ms": _over_100ms(intake),
                 "peak_tree_mib": round(peak.tree_mib, 1), "peak_service_mib": round(peak.runner_mib, 1),

@@ -12,9 +12,10 @@ only when `km.has_kernel` is false) and does not shut it down (it owns neither t
 
 Bounds: at most `size` idle or booting kernels, one background boot at a time (boots would crowd
 running steps on 2 cores), and no background boot while `max_live` kernels are alive (idle + booting +
-in use: memory, ~130 MiB each). `take()` waits (bounded) for the background boot when one is under way;
-when the background is held back by `max_live`, the caller boots its kernel itself, as the cold runner
-would (a wait there could deadlock two incidents that each hold part of a batch).
+in use: memory, ~130 MiB each). `take()` waits (bounded) for a background boot under way that no other
+caller waits for already; otherwise the caller boots its kernel itself, as the cold runner would, so a
+burst boots in parallel instead of queueing behind one boot at a time, and no wait can deadlock two
+incidents that each hold part of a batch.
 Kernels die with the process that started them (ipykernel's parent poller, JPY_PARENT_PID), so a kill -9
 of the service leaves none behind.
 """
@@ -50,7 +51,8 @@ class PoolStats:
     booted: int = 0
     boot_failures: int = 0
     handed_out: int = 0
-    waited_for: int = 0  # takes that found no warm kernel and waited for the boot
+    waited_for: int = 0  # takes that found no warm kernel and waited for the background boot
+    booted_by_callers: int = 0  # takes that found none warm nor coming, and booted their own (a burst)
     boot_cpu_seconds: float = 0.0  # user+sys the kernels spent booting and importing, before any step
 
 
@@ -86,6 +88,7 @@ class KernelPool:
         self._idle: deque[_Kernel] = deque()
         self._booting = 0
         self._in_use = 0
+        self._waiting = 0  # callers waiting for a background boot
         self._closed = False
         self._cond = threading.Condition()
         self._filler = threading.Thread(target=self._fill, name="rollbook-kernel-pool", daemon=True)
@@ -166,16 +169,21 @@ class KernelPool:
                     self.stats.waited_for += waited
                     self._cond.notify_all()  # the filler boots the replacement
                     return kernel
-                if self._booting == 0 and not self._wanted():  # held back by max_live: boot it here
+                if self._booting <= self._waiting:  # no background boot left for this caller: boot it here
                     self._in_use += 1
                     self.stats.handed_out += 1
+                    self.stats.booted_by_callers += 1
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no warm kernel within {self.start_timeout:g} s "
                                        f"({self._booting} booting, {self._in_use} in use, bound {self.max_live})")
                 waited = True
-                self._cond.wait(min(left, 1.0))
+                self._waiting += 1
+                try:
+                    self._cond.wait(min(left, 1.0))
+                finally:
+                    self._waiting -= 1
         try:
             kernel = _Kernel(self.workdir, self.env, self.cwd)
             kernel.warm_up(self.warmup, self.start_timeout)
