@@ -35,6 +35,7 @@ from rollbook.serve.warm import WarmExecutor
 
 WAIT_SLICE = 1.0  # seconds: every wait of a worker or the main loop is this short, so stop is prompt
 INTERRUPT_BOUND = 60.0  # seconds an interrupted child may take to write its partial record before SIGKILL
+SWITCH_INTERVAL = 0.001  # seconds (CPython's default is 0.005)
 HEALTH_CACHE = 5.0  # seconds a /healthz answer is reused (a probe every second must not hammer the API)
 
 
@@ -319,6 +320,10 @@ def serve(settings: Settings) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if settings.pool > 0:
+        # the warm executor runs attempts (papermill, nbformat, the report) in threads of this process: a
+        # shorter GIL switch interval lets the intake thread answer Argo within its 100 ms between them
+        sys.setswitchinterval(SWITCH_INTERVAL)
     service = Service(settings)
     try:
         try:
@@ -328,7 +333,7 @@ def serve(settings: Settings) -> int:
                                 hint="Pick a free port with --listen HOST:PORT (port 0 picks one).") from e
         _write_ready(settings, url)
         print(f"rollbook serve: listening on {url} (POST {url}/v1/argo-rollouts), {settings.workers} worker(s), "
-              f"queue bound {settings.queue_bound}, steps {','.join(map(str, settings.steps))}, records in "
+              f"{settings.pool} warm kernel(s), queue bound {settings.queue_bound}, steps {','.join(map(str, settings.steps))}, records in "
               f"{settings.out}, first look {'posted' if settings.notify else 'dry run'}", file=sys.stderr, flush=True)
         while not stop.wait(WAIT_SLICE):
             pass
