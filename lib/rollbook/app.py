@@ -101,8 +101,10 @@ NextStep = Callable[[runner.ValidatedRun, Sequence[StepResult]], "str | None"]
 
 
 def run(spec: runner.RunSpec, *, config: str | None = None, apply_closeout: bool = False,
-        progress: Any = None, next_step: NextStep | None = None) -> runner.RunResult:
-    """Validate and precheck (exit 2 before any kernel), snapshot, run the steps, write the record, update the ticket."""
+        progress: Any = None, next_step: NextStep | None = None, kernels: Any = None) -> runner.RunResult:
+    """Validate and precheck (exit 2 before any kernel), snapshot, run the steps, write the record, update the ticket.
+
+    `kernels`: a warm pool's `take` (rollbook serve); None: the runner starts a kernel per step."""
     from rollbook.errors import ConfigError
 
     validated = runner.validate(spec)
@@ -112,7 +114,7 @@ def run(spec: runner.RunSpec, *, config: str | None = None, apply_closeout: bool
         raise UsageError(f"Cannot start the run: {e.message}", hint=e.hint) from e
     precheck(validated, cfg)
     result = runner.run(validated, snapshot=snapshot_for(spec, config), secrets=config_secrets(config),
-                        progress=progress, next_step=next_step or follow_up)
+                        progress=progress, next_step=next_step or follow_up, kernels=kernels)
     history.index_quietly(result.record_dir)  # every record (run, demo, serve) lands in <out>/history.sqlite
     if spec.ticket and (cfg.jira.enabled or cfg.ticket_webhook.enabled):
         update_ticket(result.record_dir, cfg, spec.ticket, apply=apply_closeout)

@@ -151,6 +151,8 @@ def preflight(namespace: str, all_namespaces: bool, rollout: str, context: str, 
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
               help="Folder of incident records; the queue is <out>/.serve/queue.sqlite.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Incidents run at once.")
+@click.option("--pool", type=int, default=3, show_default=True,
+              help="Warm kernels kept ready, one per step, never reused (0: a cold process per incident).")
 @click.option("--queue", "queue_bound", type=int, default=100, show_default=True,
               help="Queued incidents before notifications get 429.")
 @click.option("--steps", "steps_", default="1,2,3,5", show_default=True, help="Read-only steps to run (never 4).")
@@ -163,8 +165,9 @@ def preflight(namespace: str, all_namespaces: bool, rollout: str, context: str, 
               help="Seconds running incidents may finish after SIGTERM before they are interrupted.")
 @click.option("--preflight/--no-preflight", default=True, show_default=True,
               help="Check the gate at start and on GET /v1/preflight (rollbook_preflight_findings).")
-def serve(listen: str, config: str | None, out: Path, workers: int, queue_bound: int, steps_: str, executor: str,
-          context: str | None, runbooks: Path | None, step_timeout: float, grace: float, preflight: bool) -> None:
+def serve(listen: str, config: str | None, out: Path, workers: int, pool: int, queue_bound: int, steps_: str,
+          executor: str, context: str | None, runbooks: Path | None, step_timeout: float, grace: float,
+          preflight: bool) -> None:
     """Receive Argo's abort notifications and run the read-only steps for each (README, 'Start it from Argo')."""
     from rollbook import runner
     from rollbook.serve import service, settings
@@ -172,7 +175,8 @@ def serve(listen: str, config: str | None, out: Path, workers: int, queue_bound:
     def body() -> None:
         built = settings.build(listen=listen, config=config, out=out, workers=workers, queue=queue_bound,
                                steps=runner.parse_steps(steps_), executor=executor, context=context,
-                               runbooks=runbooks, step_timeout=step_timeout, grace=grace, preflight=preflight)
+                               runbooks=runbooks, step_timeout=step_timeout, grace=grace, pool=pool,
+                               preflight=preflight)
         sys.exit(service.serve(built))
 
     _guard(body)
