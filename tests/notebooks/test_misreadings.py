@@ -262,3 +262,25 @@ def test_mismatch_from_the_template_url_names_the_template_not_the_argument(play
     assert "fieldRef" not in step3["reason"] and "release-id argument)" not in step3["reason"]
     assert p.findings["retried"] is False
     assert_nothing_mutated(p)
+
+
+ARG_WRONG = "analysis-arg-reads-rollout-label"
+
+
+def test_mismatch_from_the_argument_names_the_rollouts_args_not_the_template(played: Callable[..., Played]) -> None:
+    p = played(ARG_WRONG)
+    w, f = target(p), p.findings
+    run = w.failed_run
+    canary = w.release_of(w.canary_rs)
+    arg = next(a["value"] for a in run["spec"]["args"] if a["name"] == "release-id")
+    path = next(a for a in w.analysis_step()["args"] if a["name"] == "release-id")["valueFrom"]["fieldRef"]["fieldPath"]
+    payload = stored_gate_verdict(run)
+    assert payload is not None and arg != canary and payload["release_id"] == arg
+    assert w.rollout["metadata"]["labels"]["release-id"] == arg  # the argument read the Rollout's own label
+    assert f["release_identity_ok"] is False
+    step3 = p.step("validate-release-identity")
+    assert step3["verdict"] == "fail" and step3["facts"]["wire_to_fix"] == "rollout-args"
+    assert f"fieldPath: {path}" in step3["reason"] and "Rollout's analysis args" in step3["reason"]
+    assert "AnalysisTemplate" not in step3["reason"] and "URL" not in step3["reason"]
+    assert p.findings["retried"] is False
+    assert_nothing_mutated(p)
