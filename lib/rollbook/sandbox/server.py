@@ -247,15 +247,6 @@ class Sandbox:
         tmp.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.ready_file)
 
-
-def _runbooks() -> Path:
-    """The step notebooks a simulated pod runs (the image's /opt/rollbook/runbooks), found as rollbook.app
-    finds them (not imported: rollbook.app imports the sandbox for `rollbook demo`)."""
-    env = os.environ.get("ROLLBOOK_RUNBOOKS")
-    beside = Path(__file__).resolve().parents[3] / "runbooks"
-    return Path(env) if env else beside if beside.is_dir() else Path("runbooks").resolve()
-
-
     def _write_stopped_env(self) -> None:
         folder = shlex.quote(str(self.state_dir))
         message = (f"rollbook: the sandbox in {self.state_dir} is stopped (its API {self.kube_url} is gone); "
@@ -265,6 +256,14 @@ def _runbooks() -> Path:
             "nothing is exported.\n"
             f"echo {shlex.quote(message)} >&2\n"
             "return 1 2>/dev/null || exit 1\n", encoding="utf-8")
+
+
+def _runbooks() -> Path:
+    """The step notebooks a simulated pod runs (the image's /opt/rollbook/runbooks), found as rollbook.app
+    finds them (not imported: rollbook.app imports the sandbox for `rollbook demo`)."""
+    env = os.environ.get("ROLLBOOK_RUNBOOKS")
+    beside = Path(__file__).resolve().parents[3] / "runbooks"
+    return Path(env) if env else beside if beside.is_dir() else Path("runbooks").resolve()
 
 
 # A passing junit report (what CI uploads as the test-report evidence), for the README's follow-up.
