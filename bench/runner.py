@@ -164,6 +164,7 @@ class MemoryPeak:
     runner_mib: float = 0.0
     kernel_mib: float = 0.0
     tree_mib: float = 0.0
+    at_peak: list[float] = field(default_factory=list)  # the tree's peak sample: root first, then each kernel
 
 
 class Sampler:
@@ -189,7 +190,7 @@ class Sampler:
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
-        total = 0.0
+        total, sizes = 0.0, []
         for p in procs:
             try:
                 rss = p.memory_info().rss / 2**20
@@ -197,11 +198,14 @@ class Sampler:
             except psutil.Error:
                 continue  # a kernel that just exited
             total += rss
+            sizes.append(rss)
             if p is root:
                 self.peak.runner_mib = max(self.peak.runner_mib, rss)
             elif is_kernel:
                 self.peak.kernel_mib = max(self.peak.kernel_mib, rss)
-        self.peak.tree_mib = max(self.peak.tree_mib, total)
+        if total > self.peak.tree_mib:
+            self.peak.tree_mib = total
+            self.peak.at_peak = [round(sizes[0]), *sorted((round(x) for x in sizes[1:]), reverse=True)]
 
     def stop(self) -> MemoryPeak:
         """Stop sampling (bounded join) and return the peaks."""
@@ -454,6 +458,10 @@ def breakdown(results: Sequence[Measured], extra: dict[str, Any]) -> list[str]:
         top = ", ".join(f"{k} {v:.2f}" for k, v in list(extra[key].items())[:10])
         lines.append(f"Import time of `{what}` in a fresh interpreter, self seconds per package: {top}")
     bc = extra["bytecode"]
+    for steps in STEP_SETS:
+        peak = max(_pick(results, "rollbook run", steps), key=lambda m: m.memory.tree_mib).memory
+        lines.append(f"- {steps}: at the tree's peak ({peak.tree_mib:.0f} MiB), RSS of the runner / each child, "
+                     f"MiB: {peak.at_peak[0] if peak.at_peak else 0} / {', '.join(map(str, peak.at_peak[1:]))}")
     lines.append(f"`{FLOOR_CODE}` wall time over a bare interpreter: {bc['as_is']:.2f} s as the environment is "
                  f"(PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}), "
                  f"{bc['bytecode_cached']:.2f} s with a warm bytecode cache")
