@@ -259,6 +259,9 @@ def test_mismatch_from_the_template_url_names_the_template_not_the_argument(play
     step3 = p.step("validate-release-identity")
     assert step3["verdict"] == "fail" and step3["facts"]["wire_to_fix"] == "template-url"
     assert f"`{url}`" in step3["reason"] and "AnalysisTemplate" in step3["reason"]
+    # MC's stored reason is about the pinned release: its label says so, wherever it is quoted
+    assert f["mc_reason"] == payload["reason"] and f"about release {payload['release_id']}" in f["mc_reason_from"]
+    assert f"about release {payload['release_id']}, not the canary" in summary(p)
     assert "fieldRef" not in step3["reason"] and "release-id argument)" not in step3["reason"]
     assert p.findings["retried"] is False
     assert_nothing_mutated(p)
