@@ -30,11 +30,23 @@ def main() -> None:
               help="Where kubeconfig, env.sh and ready.json are written.")
 @click.option("--port", type=int, default=0, show_default=True,
               help="Port of the Kubernetes API (0 picks a free one).")
-def sandbox(scenario: str, state_dir: Path, port: int) -> None:
+@click.option("--faults", "faults_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="YAML/JSON fault rules injected at the HTTP layer (see rollbook/sandbox/faults.py).")
+def sandbox(scenario: str, state_dir: Path, port: int, faults_file: Path | None) -> None:
     """Start the local Kubernetes API, simulated Argo controller and MC stand-in until Ctrl-C."""
+    from rollbook.errors import UsageError
+    from rollbook.sandbox.faults import FaultError, FaultPlan
     from rollbook.sandbox.server import serve
 
-    _guard(lambda: serve(scenario=scenario, state_dir=state_dir, port=port))
+    def body() -> None:
+        try:
+            plan = FaultPlan.load(faults_file) if faults_file else None
+        except FaultError as e:
+            raise UsageError(str(e), hint="Fix the rule; fields: service, fault, method, path, status, "
+                                          "retry_after, delay, after, count, probability.") from None
+        serve(scenario=scenario, state_dir=state_dir, port=port, faults=plan)
+
+    _guard(body)
 
 
 @main.command("run")
@@ -80,7 +92,8 @@ def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc
                                     hint="Say who approved it and under which ticket; both are recorded.")
         spec = runner.RunSpec(
             incident=incident, namespace=namespace, rollout=rollout, context=context, mc_url=mc_url,
-            release_id=release_id, out=out, steps=runner.parse_steps(steps_) if steps_ else None, params=extra,
+            release_id=release_id, out=out, steps=runner.parse_steps(steps_) if steps_ is not None else None,
+            params=extra,
             approve_retry=approve_retry, approver=approver, ticket=ticket,
             runbooks_dir=runbooks or app.default_runbooks(), step_timeout=step_timeout)
         if executor == "kubernetes":
@@ -138,6 +151,8 @@ def preflight(namespace: str, all_namespaces: bool, rollout: str, context: str, 
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
               help="Folder of incident records; the queue is <out>/.serve/queue.sqlite.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Incidents run at once.")
+@click.option("--pool", type=int, default=3, show_default=True,
+              help="Warm kernels kept ready, one per step, never reused (0: a cold process per incident).")
 @click.option("--queue", "queue_bound", type=int, default=100, show_default=True,
               help="Queued incidents before notifications get 429.")
 @click.option("--steps", "steps_", default="1,2,3,5", show_default=True, help="Read-only steps to run (never 4).")
@@ -150,8 +165,9 @@ def preflight(namespace: str, all_namespaces: bool, rollout: str, context: str, 
               help="Seconds running incidents may finish after SIGTERM before they are interrupted.")
 @click.option("--preflight/--no-preflight", default=True, show_default=True,
               help="Check the gate at start and on GET /v1/preflight (rollbook_preflight_findings).")
-def serve(listen: str, config: str | None, out: Path, workers: int, queue_bound: int, steps_: str, executor: str,
-          context: str | None, runbooks: Path | None, step_timeout: float, grace: float, preflight: bool) -> None:
+def serve(listen: str, config: str | None, out: Path, workers: int, pool: int, queue_bound: int, steps_: str,
+          executor: str, context: str | None, runbooks: Path | None, step_timeout: float, grace: float,
+          preflight: bool) -> None:
     """Receive Argo's abort notifications and run the read-only steps for each (README, 'Start it from Argo')."""
     from rollbook import runner
     from rollbook.serve import service, settings
@@ -159,7 +175,8 @@ def serve(listen: str, config: str | None, out: Path, workers: int, queue_bound:
     def body() -> None:
         built = settings.build(listen=listen, config=config, out=out, workers=workers, queue=queue_bound,
                                steps=runner.parse_steps(steps_), executor=executor, context=context,
-                               runbooks=runbooks, step_timeout=step_timeout, grace=grace, preflight=preflight)
+                               runbooks=runbooks, step_timeout=step_timeout, grace=grace, pool=pool,
+                               preflight=preflight)
         sys.exit(service.serve(built))
 
     _guard(body)
@@ -193,6 +210,23 @@ def history(out: Path, namespace: str | None, rollout: str | None, metric: str |
             click.echo(json.dumps([e.to_json() for e in entries], indent=2))
         else:
             hist.print_table(entries, out_dir=out)
+
+    _guard(body)
+
+
+@main.command()
+@click.argument("record", type=click.Path(exists=True, path_type=Path))
+@click.option("--secret-file", "secret_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file of planted values (one a line) that must appear nowhere in the record (repeatable).")
+@click.option("--config", default=None, help="rollbook.yaml: every secret it references must appear nowhere either.")
+def verify(record: Path, secret_files: tuple[Path, ...], config: str | None) -> None:
+    """Check a record folder or bundle.zip: manifest hashes, schema, approvals, no secrets; exit 0 intact, 1 not."""
+    from rollbook import verify as vf
+
+    def body() -> None:
+        report = vf.verify(record, vf.secrets_from(secret_files, config))
+        click.echo(vf.text(report), nl=False)
+        sys.exit(report.exit_code)
 
     _guard(body)
 
@@ -235,6 +269,11 @@ def _guard(fn: object) -> None:
     except RollbookError as e:
         click.echo(f"rollbook: {e}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # the disk filled or a folder became unwritable mid-run: one line, not a traceback
+        click.echo(f"rollbook: cannot write {e.filename or 'a file'}: {e.strerror or e}. Free space or fix the "
+                   "folder's permissions; the record may be partial (`rollbook verify` names what is missing).",
+                   err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -119,6 +119,14 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("patch", _ARGO, "rollouts", "", ("4",), OPERATOR,
                "undo JSON-patches `/spec/template` (plugin cmd/undo/undo.go); retry falls back to the main "
                "resource when the status subresource answers NotFound"),
+    Permission("create", "coordination.k8s.io", "leases", "", ("4",), OPERATOR,
+               "the Lease `rollbook-<rollout>` held around a retry or undo, so two runners never both mutate"),
+    Permission("get", "coordination.k8s.io", "leases", "", ("4",), OPERATOR,
+               "who holds the Lease (named in the refusal), and whether it expired"),
+    Permission("update", "coordination.k8s.io", "leases", "", ("4",), OPERATOR,
+               "take over a Lease whose holder died (expired)"),
+    Permission("delete", "coordination.k8s.io", "leases", "", ("4",), OPERATOR,
+               "release the Lease after the mutation (else it expires after 60 s)", need="warn"),
     Permission("patch", "apps", "deployments", "", ("4",), OPERATOR,
                "the undo of a workloadRef Rollout reverts the referenced Deployment's template (plugin "
                "cmd/undo/undo.go undoWorkloadRef); rollbook names it, whoever acts needs this",

@@ -77,6 +77,8 @@ RESOURCES: dict[str, Resource] = {
         Resource("clusterroles", _RBAC, "v1", "ClusterRole", namespaced=False, has_status=False),
         Resource("rolebindings", _RBAC, "v1", "RoleBinding", has_status=False),
         Resource("clusterrolebindings", _RBAC, "v1", "ClusterRoleBinding", namespaced=False, has_status=False),
+        # held by rollbook's step 4 around a mutation, so two runners never both change one Rollout
+        Resource("leases", "coordination.k8s.io", "v1", "Lease", has_status=False),
         Resource("rollouts", _ARGO, "v1alpha1", "Rollout", short_names=("ro",), builtin=False, has_scale=True),
         Resource("analysisruns", _ARGO, "v1alpha1", "AnalysisRun", short_names=("ar",), builtin=False),
         Resource(

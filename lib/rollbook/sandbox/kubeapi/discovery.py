@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollbook.sandbox import openapi
+from rollbook.sandbox import openapi, openapiv2
 from rollbook.sandbox.kubeapi.routing import NOT_FOUND
 
 JSON = dict[str, Any]
 HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
 
 
-def document(path: str, url: str) -> JSON | bytes | None:
-    """What a GET of ``path`` answers (bytes for a health check), or None when it is no such URL.
-
-    An unknown ``/openapi/...`` document is a 404.
+def document(path: str, url: str, accept: str = "") -> JSON | tuple[bytes, str] | None:
+    """What a GET of ``path`` answers (bytes and their content type when not JSON), or None when it is no
+    such URL. An unknown ``/openapi/...`` document is a 404.
     """
     path = path.rstrip("/") or "/"
     host = url.removeprefix("https://")
     if path in HEALTH_PATHS:
-        return b"ok"
+        return b"ok", "text/plain; charset=utf-8"
+    if path == "/openapi/v2":
+        if "protobuf" in accept:  # client-go asks for gnostic's protobuf only
+            return openapiv2.encode(openapiv2.document()), openapiv2.PROTOBUF
+        return openapiv2.document()
     if path.startswith("/openapi/"):
         return _openapi(path)
     fixed = {"/version": openapi.version_info, "/api": lambda: openapi.api_versions(host),
@@ -40,7 +43,7 @@ def _group_doc(path: str) -> JSON | None:
 
 
 def _openapi(path: str) -> JSON:
-    """``/openapi/v3`` and its per-group documents; ``/openapi/v2`` is deliberately absent."""
+    """``/openapi/v3`` and its per-group documents."""
     if path == "/openapi/v3":
         return openapi.openapi_index()
     doc = openapi.openapi_document(path.removeprefix("/openapi/v3/")) if path.startswith("/openapi/v3/") else None

@@ -30,11 +30,11 @@ def serve(ex: Exchange, authorizer: Authorizer) -> None:
     if as_user and impersonate is not None:
         user = ex.user = impersonate(user, as_user)
     if ex.method == "GET":
-        doc = discovery.document(ex.path, ex.url)
+        doc = discovery.document(ex.path, ex.url, ex.accept)
         if doc is not None:
             authorizer.authorize(Attributes(user, "get", path=ex.path))
-            if isinstance(doc, bytes):
-                ex.send_bytes(200, doc, "text/plain; charset=utf-8")
+            if isinstance(doc, tuple):
+                ex.send_bytes(200, *doc)
             else:
                 ex.send_json(200, doc)
             return
