@@ -133,7 +133,7 @@ def test_a_lasting_fault_makes_the_step_say_what_it_could_not_establish(env: Env
     ok = code != 3 and s["verdict"] not in ("error", "pass") and re.search(says, s["reason"]) is not None
     row("matrix", f"{case} (step {s['step']} {step})", f"a verdict that is not pass, not exit 3, whose reason "
         f"says /{says}/", f"exit {code}, {s['verdict']}: {s['reason'][:160]}", ok)
-    assert code != 3 and s["verdict"] not in ("error", "pass"), s
+    assert code != 3 and s["verdict"] not in ("error", "pass"), (s["verdict"], s["reason"], s["facts"])
     assert re.search(says, s["reason"]), s["reason"]
 
 
