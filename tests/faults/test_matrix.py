@@ -111,30 +111,35 @@ def test_a_fault_the_retries_absorb_leaves_every_verdict_as_on_a_clean_run(env: 
 
 
 LASTING = [
-    ("MC 401 on every request", dict(service="mc", status=401, count=None), "inspect-evidence", r"401|refused|token"),
-    ("MC 200 HTML login page on every request", dict(service="mc", fault="html_login", count=None), "inspect-evidence",
-     r"text/html|JSON|login"),
+    ("MC 401 on every request", dict(service="mc", status=401, count=None), r"401|refused|token|scope"),
+    ("MC 200 HTML login page on every request", dict(service="mc", fault="html_login", count=None),
+     r"text/html|not JSON|instead of JSON|login"),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case, rule, step, says", LASTING, ids=[c[0] for c in LASTING])
-def test_a_lasting_fault_makes_the_step_say_what_it_could_not_establish(env: Env, case: str, rule: dict[str, Any],  # type: ignore[no-untyped-def]
-                                                                         step: str, says: str, row) -> None:
+@pytest.mark.parametrize("case, rule, says", LASTING, ids=[c[0] for c in LASTING])
+def test_a_lasting_fault_makes_a_step_say_what_it_could_not_establish(env: Env, case: str, rule: dict[str, Any],  # type: ignore[no-untyped-def]
+                                                                      says: str, row) -> None:
     env.plan.clear()
+    before = len(env.plan.injected)
     env.plan.add(**rule)
     try:
         code, rec, _ = env.run()
     finally:
         env.plan.clear()
-    s = next(x for x in rec["steps"] if x["name"] == step)
-    # MC's reason may still be known from the AnalysisRun (Argo stored it when it measured); what the step
-    # asks MC live is what it cannot establish, and it must say so instead of passing
-    ok = code != 3 and s["verdict"] not in ("error", "pass") and re.search(says, s["reason"]) is not None
-    row("matrix", f"{case} (step {s['step']} {step})", f"a verdict that is not pass, not exit 3, whose reason "
-        f"says /{says}/", f"exit {code}, {s['verdict']}: {s['reason'][:160]}", ok)
-    assert code != 3 and s["verdict"] not in ("error", "pass"), (s["verdict"], s["reason"], s["facts"])
-    assert re.search(says, s["reason"]), s["reason"]
+    fired = len(env.plan.injected) - before
+    # what the AnalysisRun stored (Argo measured MC then: the reason, the release id it asked about) stays
+    # known; the step that needed MC live says why it could not ask, instead of passing
+    telling = [s for s in rec["steps"] if re.search(says, s["reason"])]
+    ok = fired >= 1 and code != 3 and bool(telling) and all(s["verdict"] not in ("error", "pass") for s in telling)
+    first = telling[0] if telling else {"step": "?", "name": "?", "verdict": "-", "reason": "no step says it"}
+    row("matrix", f"{case} (steps {STEPS})", f"exit != 3; a step (not pass) says /{says}/",
+        f"{fired} injected; exit {code}; step {first['step']} {first['name']} {first['verdict']}: "
+        f"{first['reason'][:140]}", ok)
+    assert fired >= 1 and code != 3, code
+    assert telling, [(s["name"], s["verdict"], s["reason"][:200]) for s in rec["steps"]]
+    assert all(s["verdict"] not in ("error", "pass") for s in telling), telling
 
 
 def test_an_unusable_out_is_refused_before_any_mutation(env: Env, row) -> None:  # type: ignore[no-untyped-def]
