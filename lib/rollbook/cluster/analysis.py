@@ -17,7 +17,7 @@ from rollbook.cluster.models import (
     Measurement,
     MetricResult,
 )
-from rollbook.errors import RollbookError
+from rollbook.errors import RollbookError, malformed
 
 if TYPE_CHECKING:
     from rollbook.evidence import Verdict
@@ -195,7 +195,15 @@ def build_metric_result(raw: Mapping[str, Any], provider: str | None, dry_run: b
 
 
 def build_analysis_run(run: Mapping[str, Any]) -> AnalysisRunInfo:
-    """An AnalysisRunInfo with totals summed over all metric results (as the plugin does)."""
+    """An AnalysisRunInfo with totals summed over all metric results (as the plugin does); a field of an
+    unexpected type is a MalformedObject naming the run."""
+    try:
+        return _build_analysis_run(run)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as e:
+        raise malformed("AnalysisRun", run, e) from e
+
+
+def _build_analysis_run(run: Mapping[str, Any]) -> AnalysisRunInfo:
     meta, status = run.get("metadata") or {}, run.get("status") or {}
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     providers = _providers(run)
