@@ -90,3 +90,19 @@ def test_any_analysis_run_field_of_another_type_never_crashes_the_read_model(i: 
     except MalformedObject as e:
         assert e.kind == "AnalysisRun" and "kubectl get analysisrun" in str(e)
     _build(ROLLOUT, runs)
+
+
+def test_a_one_mib_measurement_value_is_truncated_with_a_note_but_still_parsed() -> None:
+    run = copy.deepcopy(RUNS[0])
+    results = run["status"]["metricResults"]
+    huge = '{"ok": false, "reason": "' + "x" * (1 << 20) + '"}'
+    results[0]["measurements"][-1]["value"] = huge
+    info = build_analysis_run(run)
+    m = info.metric_results[0].measurements[-1]
+    assert m.value is not None
+    assert len(m.value) < 70_000 and "truncated by rollbook: 1,048,6" in m.value
+    assert len(str(info.metric_results[0].raw)) < 200_000  # the raw copy a notebook may show is cut too
+    assert len(huge) > 1_000_000  # the input really was 1 MiB
+    reason = m.verdict.get("reason") if isinstance(m.verdict, dict) else getattr(m.verdict, "reason", "")
+    assert len(str(reason)) < 70_000
+    assert m.verdict_error is None or len(m.verdict_error) < 600
