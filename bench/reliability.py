@@ -58,6 +58,19 @@ def render(rows: list[dict[str, object]], command: str, seconds: float, code: in
                                                         for r in by.get("matrix", [])) else "not measured"),
         "",
     ]
+    lines += [
+        "Also proven by tests that are not rows here: `rollbook verify` on each kind of tampering "
+        "(tests/unit/test_verify.py); atomic writes and the `interrupted` record (tests/unit/test_atomic_record.py); "
+        "the Lease that lets exactly one of two runners mutate (tests/integration/test_lease.py); property tests "
+        "(hypothesis) of the abort-message, measurement, `--param`, `--steps`, label, notification and config "
+        "parsers (tests/unit/test_parser_properties.py) and of the read model over objects with fields of "
+        "unexpected types, a Rollout without status, an AnalysisRun without metricResults, a 1 MiB measurement "
+        "(tests/unit/test_read_model_hostile_objects.py); hostile text in report.html and summary.md "
+        "(tests/unit/test_hostile_text.py).", "",
+        "Not covered yet: the serve token and the service's logs in the secrets search; a disk that fills "
+        "mid-run (only a full disk before the run is refused); hostile text through the Slack/Jira payloads; "
+        "two whole runs of one incident at once (each run has its own folder by construction, untested).", "",
+    ]
     for table in ("secrets", "matrix", "faults-client", "bad-input"):
         if table not in by:
             continue
