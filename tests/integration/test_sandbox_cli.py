@@ -279,3 +279,34 @@ def test_the_upstream_fixtures_the_readme_names_ship_in_the_project() -> None:
 
 def test_the_readme_says_the_argo_kubectl_plugin_is_not_installed() -> None:
     assert "`kubectl argo rollouts` (the Argo plugin the playbook quotes) is **not installed here**" in README
+
+
+def test_sandbox_faults_file_reaches_the_real_client_and_a_bad_one_is_refused(
+        tmp_path: Path, run_cli: Callable[..., subprocess.Popen[str]]) -> None:
+    rules = tmp_path / "faults.yaml"
+    rules.write_text("faults:\n  - {service: kube, method: GET, path: '*/rollouts/payments-api', fault: status,\n"
+                     "     status: 403, count: 1}\n  - {service: mc, fault: html_login, count: null}\n")
+    state = tmp_path / "state"
+    proc = run_cli("--scenario", "slo-regression", "--state-dir", str(state), "--faults", str(rules))
+    ready = wait_ready(state, proc)
+    api = client.CustomObjectsApi(config.new_client_from_config(ready["kubeconfig"], context="sandbox"))
+    with pytest.raises(client.ApiException) as denied:
+        api.get_namespaced_custom_object("argoproj.io", "v1alpha1", "payments", "rollouts", "payments-api",
+                                         _request_timeout=5)
+    assert denied.value.status == 403 and "injected fault" in str(denied.value.body)
+    ro = api.get_namespaced_custom_object("argoproj.io", "v1alpha1", "payments", "rollouts", "payments-api",
+                                          _request_timeout=5)  # count 1: the next one is served
+    assert ro["metadata"]["name"] == "payments-api"
+    import httpx
+
+    page = httpx.get(f"{ready['mc_url']}/health", timeout=5)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("faults:\n  - {service: kube, fault: explode}\n")
+    refused = subprocess.run([sys.executable, "-m", "rollbook.cli", "sandbox", "--state-dir", str(tmp_path / "s2"),
+                              "--faults", str(bad)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "fault 'explode' is not one of" in refused.stderr
+    assert "Traceback" not in refused.stderr

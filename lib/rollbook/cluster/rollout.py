@@ -28,7 +28,7 @@ from rollbook.cluster.models import (
     RolloutView,
     Strategy,
 )
-from rollbook.errors import ClusterUnavailable, PreconditionError, RollbookError
+from rollbook.errors import ClusterUnavailable, PreconditionError, RollbookError, malformed
 
 if TYPE_CHECKING:  # the fetch layer only calls Cluster's methods; kubernetes stays in connect.py
     from rollbook.cluster.connect import Cluster
@@ -494,7 +494,22 @@ def build_view(
     analysisruns: Iterable[RawObject] = (),
     events: Iterable[RawObject] = (),
 ) -> RolloutView:
-    """The whole read model of one Rollout from raw objects (extra objects are ignored by owner UID)."""
+    """The whole read model of one Rollout from raw objects (extra objects are ignored by owner UID).
+
+    A field of a type the API never serves there is a MalformedObject naming the Rollout, not a TypeError."""
+    try:
+        return _build_view(rollout, replicasets, pods, analysisruns, events)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as e:
+        raise malformed("Rollout", rollout, e) from e
+
+
+def _build_view(
+    rollout: RawObject,
+    replicasets: Iterable[RawObject],
+    pods: Iterable[RawObject],
+    analysisruns: Iterable[RawObject],
+    events: Iterable[RawObject],
+) -> RolloutView:
     meta, spec, status = _d(rollout, "metadata"), _d(rollout, "spec"), _d(rollout, "status")
     phase, message = derive_phase(rollout)
     rs_infos = build_replicasets(rollout, replicasets, pods)
