@@ -112,6 +112,20 @@ def _snapshot_into(run_dir: Path, snapshot: Callable[[], Mapping[str, Any]] | No
     return take
 
 
+def _progress_writer(vr: ValidatedRun, run_dir: Path, started: str, continued: Mapping[str, Any] | None,
+                     notes: tuple[str, ...], redactor: record.Redactor) -> Callable[[Sequence[StepResult]], None]:
+    """Writes the in-progress record.json (`interrupted` until the run ends) with the steps so far."""
+    def write(results: Sequence[StepResult]) -> None:
+        info = record.RunInfo(
+            incident=vr.spec.incident, namespace=vr.spec.namespace, rollout=vr.spec.rollout,
+            context=vr.spec.context, run_id=run_dir.name, started_at=started, finished_at="",
+            tool_version=__version__, parameters=vr.parameters, exit_code=EXIT_STEP_ERROR, partial=True,
+            continued_from=continued, notes=notes,
+            error="the run did not finish: the runner was stopped before it wrote the final record")
+        record.write_progress(run_dir, info, results, redactor)
+    return write
+
+
 def run(
     spec: RunSpec | ValidatedRun,
     *,
@@ -149,13 +163,17 @@ def _run(vr: ValidatedRun, reporter: terminal.Reporter, snapshot: Callable[[], M
                       "and its snapshot)")
     for note in notes:
         reporter.note(note)
+    secrets = [*secrets, *secrets_from_env()]
+    progress = _progress_writer(vr, run_dir, started, earlier.describe(carried) if earlier else None, notes,
+                                record.Redactor(secrets))
+    progress(carried)
     workdir = Path(tempfile.mkdtemp(prefix="rb-"))  # short path: unix socket names are limited to ~100 bytes
     snap_errors: list[str] = []
     try:
         ctx = _Context(run_dir, workdir, _kernel_env(workdir), vr.spec.step_timeout,
                        vr.spec.cell_timeout or vr.spec.step_timeout, vr.spec.start_timeout, vr.spec.warmup,
                        Path.cwd(), reporter, kernels)
-        sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), carried)
+        sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), carried, on_step=progress)
         crash: str | None = None
         try:
             results = sched.run(_snapshot_into(run_dir, snapshot, snap_errors, reporter))
@@ -172,6 +190,6 @@ def _run(vr: ValidatedRun, reporter: terminal.Reporter, snapshot: Callable[[], M
         snapshot_error=snap_errors[0] if snap_errors else None, error=crash,
         continued_from=earlier.describe(carried) if earlier else None,
         next_step=next_step(vr, results) if next_step else None, notes=notes)
-    record.write_record(run_dir, info, results, secrets=[*secrets, *secrets_from_env()])
+    record.write_record(run_dir, info, results, secrets=secrets)
     ran = tuple(r for r in results if not r.from_record)  # the carried steps are the earlier run's
     return RunResult(run_dir, code, ran, code == 3, info.continued_from, info.next_step)

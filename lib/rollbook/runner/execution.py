@@ -14,13 +14,26 @@ from typing import Any
 
 import nbformat
 import papermill
+import papermill.iorw
 from nbclient.exceptions import CellTimeoutError
 from papermill.exceptions import PapermillExecutionError
 
-from rollbook import record, terminal
+from rollbook import atomic, record, terminal
 from rollbook.record import STEP_RESULT_MIME, STEP_VERDICTS, StepResult
 from rollbook.runner.kernels import _Kernel
 from rollbook.runner.playbook import StepDef
+
+
+class _AtomicLocalHandler(papermill.iorw.LocalHandler):  # type: ignore[misc]
+    """papermill saves the output notebook after every cell with a plain open('w'): a runner killed
+    mid-save would leave half a notebook in the record. Registered for absolute paths (the runner's
+    are always absolute), it writes through a temp file and os.replace instead."""
+
+    def write(self, buf: str, path: str) -> None:
+        atomic.write_text(path, buf)
+
+
+papermill.iorw.papermill_io.register("/", _AtomicLocalHandler())
 
 
 @dataclass

@@ -85,8 +85,9 @@ class _Scheduler:
     """Runs batches in order; later batches' kernels start ahead (see _Launcher)."""
 
     def __init__(self, vr: ValidatedRun, ctx: _Context, policy: Policy,
-                 carried: Sequence[StepResult] = ()) -> None:
-        self.vr, self.ctx, self.policy = vr, ctx, policy
+                 carried: Sequence[StepResult] = (),
+                 on_step: Callable[[Sequence[StepResult]], object] = lambda results: None) -> None:
+        self.vr, self.ctx, self.policy, self.on_step = vr, ctx, policy, on_step
         self.results: list[StepResult] = list(carried)  # an earlier record's steps, when continuing it
         self.stop_reason: str | None = None
         self.position = {s.number: i + 1 for i, s in enumerate(vr.steps)}
@@ -118,6 +119,7 @@ class _Scheduler:
         for s, g in gates:
             r = g.done.result(timeout=self.gate_bound)
             self.results.append(r)
+            self.on_step(self.results)  # record.json (still `interrupted`) lists it from now on
             self.ctx.reporter.finished(s.number, _progress_line(self.position[s.number], len(self.vr.steps), r))
             if r.verdict == "error" and self.stop_reason is None:
                 self.stop_reason = f"step {r.step} ({r.name}) failed to execute"

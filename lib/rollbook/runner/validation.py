@@ -20,6 +20,7 @@ from rollbook.runner.spec import Param, RunSpec, ValidatedRun
 
 _SECRET_RE = re.compile(r"(^|_)(token|password|passwd|secret|key|apikey|credentials?)s?($|_)", re.IGNORECASE)
 _INT_RE = re.compile(r"^[+-]?\d+$")
+_LABEL_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _OPTIONAL_RE = re.compile(r"^Optional\[(\w+)\]$")
 _SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
@@ -30,11 +31,14 @@ SPEC_PARAMS = ("incident", "namespace", "rollout", "context", "mc_url", "release
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
-    """`--steps 1,2,3` -> (1, 2, 3)."""
+    """`--steps 1,2,3` -> (1, 2, 3); an empty list is refused (it would silently mean every step)."""
     try:
-        return tuple(int(p) for p in text.split(",") if p.strip())
+        steps = tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
-        raise UsageError(f"--steps {text!r} is not a list of step numbers.", hint="Use e.g. --steps 1,2,3.") from None
+        steps = ()
+    if not steps:
+        raise UsageError(f"--steps {text!r} is not a list of step numbers.", hint="Use e.g. --steps 1,2,3.")
+    return steps
 
 
 def parse_params(items: Iterable[str]) -> dict[str, str]:
@@ -169,6 +173,10 @@ def _check_spec(spec: RunSpec) -> None:
     if spec.approve_retry and not (spec.approver and spec.ticket):
         raise UsageError("--approve-retry needs --approver WHO and --ticket REF.",
                          hint="Name who approved the retry and the change ticket.")
+    if spec.release_id is not None and not _LABEL_RE.match(spec.release_id):
+        raise UsageError(f"--release-id {spec.release_id!r} is not a valid Kubernetes label value, so no Rollout "
+                         "can carry it.", hint="At most 63 letters, digits, '-', '_' or '.', starting and ending "
+                                               "with a letter or digit (e.g. api-1.42.0).")
     if spec.step_timeout <= 0 or (spec.cell_timeout is not None and spec.cell_timeout <= 0):
         raise UsageError("Timeouts must be positive seconds.", hint="e.g. step_timeout=600.")
     for name in spec.params:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from rollbook import history, record
+from rollbook import atomic, history, record
 from rollbook.errors import RollbookError
 from rollbook.serve.executor import ExecResult, Outcome, spec_from_json, write_result
 
@@ -107,13 +107,13 @@ def mark_record(run_dir: Path, job: dict[str, Any], outcome: Outcome, reason: st
            "reason": reason, "notification": job["notification"], "steps": job["spec"]["steps"],
            "service_pid": job["parent_pid"], "wall_seconds": round(seconds, 3),
            "cpu_seconds": cpu_seconds() if cpu is None else round(cpu, 3), "executor": job.get("executor", "local")}
-    (run_dir / SERVE_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    atomic.write_text(run_dir / SERVE_FILE, json.dumps(doc, indent=2) + "\n")
     if outcome == "interrupted":
         path = run_dir / "record.json"
         rec = json.loads(path.read_text(encoding="utf-8"))
         rec["partial"] = True
         rec["error"] = rec.get("error") or reason
-        path.write_text(json.dumps(rec, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic.write_text(path, json.dumps(rec, indent=2, ensure_ascii=False) + "\n")
 
 
 def verdicts(run_dir: Path | None) -> dict[str, str]:

@@ -29,6 +29,7 @@ from rollbook.serve import notification as notif
 from rollbook.serve.api import Server
 from rollbook.serve.executor import Attempt, ExecResult, Executor, Handle, LocalExecutor, alive, kill_tree, read_result
 from rollbook.serve.metrics import Metrics
+from rollbook.serve.preflight import PreflightWatch
 from rollbook.serve.queue import Job, Queue, QueueFull
 from rollbook.serve.settings import TOKEN_ENV, Settings
 from rollbook.serve.warm import WarmExecutor
@@ -47,10 +48,11 @@ class Service:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.queue = Queue(settings.state_dir / "queue.sqlite")
         self.metrics = Metrics(lambda status: float(self.queue.depth()[status]))
+        self.preflight = PreflightWatch(settings, self.metrics)
         self.pool: KernelPool | None = None
-        if executor is None and settings.pool > 0:
+        if executor is None and settings.executor == "local" and settings.pool > 0:
             self.pool, executor = warm_executor(settings)
-        self.executor = executor or LocalExecutor(settings.state_dir, child_env(settings))
+        self.executor = executor or _executor(settings)
         if self.pool is not None:
             self.metrics.watch_pool(self.pool)
         self.stopping = threading.Event()
@@ -79,6 +81,8 @@ class Service:
             t = threading.Thread(target=self._work, name=f"rollbook-serve-worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+        if self.settings.preflight:
+            self.preflight.start()  # in the background: notifications are answered meanwhile
         return self.url
 
     def stop(self, grace: float | None = None) -> None:
@@ -273,6 +277,15 @@ class Service:
         for line in done:
             print(f"rollbook serve: recovered {line}", file=sys.stderr, flush=True)
         return done
+
+
+def _executor(settings: Settings) -> Executor:
+    """The configured executor: a child process per attempt, or a Kubernetes Job (rollbook.jobrun)."""
+    if settings.executor == "kubernetes":
+        from rollbook.jobrun import KubernetesExecutor
+
+        return KubernetesExecutor(settings.context, settings.out)
+    return LocalExecutor(settings.state_dir, child_env(settings))
 
 
 def warm_executor(settings: Settings) -> tuple[KernelPool, WarmExecutor]:

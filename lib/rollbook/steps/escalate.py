@@ -9,6 +9,7 @@ from typing import Any
 from rollbook import diagnosis as dx
 from rollbook import history
 from rollbook.cluster import RolloutView, build_view
+from rollbook.mc_words import finding_quote
 from rollbook.record import deadline_words
 from rollbook.steps.core import Incident, Outcome
 
@@ -207,9 +208,10 @@ def run(incident: Incident, incident_start: str = "", *, notify: bool = False) -
                      baseline=baseline_restarts(incident), earlier_findings=earlier, at_start=snapshot_view(incident),
                      repeats=repeated_aborts(incident, earlier, now))
     link = str(incident.run_dir) if incident.run_dir else None
-    text = message(view, outcome, earlier.get("mc_reason"), link)
+    reason = finding_quote(earlier) if earlier.get("mc_reason") or earlier.get("mc_recorded") else None
+    text = message(view, outcome, reason, link)
     outcome.facts["message"] = text
-    notice = send(incident, view, outcome, earlier.get("mc_reason"), notify=notify)
+    notice = send(incident, view, outcome, reason, notify=notify)
     outcome.findings |= {"escalation_sent": notice.sent,
                          "escalation_deliveries": notice.deliveries}
     outcome.facts |= {"pictures": [str(p) for _, p in notice.pictures], "picture_source": notice.picture_source,
