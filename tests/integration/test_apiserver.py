@@ -67,6 +67,7 @@ def test_discovery_documents(h: Harness) -> None:
     assert groups == {"apps": "apps/v1", "argoproj.io": "argoproj.io/v1alpha1", "batch": "batch/v1",
                       "autoscaling": "autoscaling/v2", "policy": "policy/v1",
                       "networking.k8s.io": "networking.k8s.io/v1",
+                      "rbac.authorization.k8s.io": "rbac.authorization.k8s.io/v1",
                       "authorization.k8s.io": "authorization.k8s.io/v1",
                       "authentication.k8s.io": "authentication.k8s.io/v1"}
     core = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}
@@ -654,3 +655,15 @@ def test_writes_need_a_namespace_and_unknown_paths_are_404(h: Harness) -> None:
     with pytest.raises(ApiException) as exc:
         h.raw("GET", "/apis/argoproj.io/v1alpha1/namespaces/prod/analysistemplates/t/status")
     assert exc.value.status == 404
+
+
+def test_openapi_v2_is_a_swagger_2_document_of_the_custom_kinds(h: Harness) -> None:
+    doc = raw_get(h, "/openapi/v2")
+    assert doc["swagger"] == "2.0" and doc["info"]["title"] and doc["paths"]
+    kinds = {d["x-kubernetes-group-version-kind"][0]["kind"] for d in doc["definitions"].values()}
+    assert {"Rollout", "AnalysisRun", "AnalysisTemplate"} <= kinds
+    refs = json.dumps(doc).count('"$ref": "#/components/')
+    assert refs == 0, "v2 references #/definitions/, never v3's #/components/"
+    op = doc["paths"]["/apis/argoproj.io/v1alpha1/namespaces/{namespace}/rollouts/{name}/status"]["patch"]
+    assert op["x-kubernetes-group-version-kind"]["kind"] == "Rollout"
+    assert {p["name"] for p in op["parameters"]} >= {"fieldValidation", "dryRun"}

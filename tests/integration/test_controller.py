@@ -99,8 +99,10 @@ def test_retry_without_the_fix_aborts_again_with_a_new_run(sandbox: Sandbox, wai
     assert after["status"]["message"] == before["status"]["message"]   # same form, same metric
     assert after["status"]["phase"] == "Degraded" and after["status"]["abortedAt"] > before["status"]["abortedAt"]
     assert after["status"]["canary"]["currentStepAnalysisRunStatus"] is None
-    assert aborted_events(sandbox, "prod") == events_before + 1
+    # the controller writes the status, then the event: wait for it rather than race the controller's thread
+    wait_until(lambda: aborted_events(sandbox, "prod") > events_before, what="the RolloutAborted event")
     wait_until(lambda: replicas(sandbox, "prod", "api-6d4f8b7c9") == 0, what="canary scaled down")
+    assert aborted_events(sandbox, "prod") == events_before + 1
     asked = [r for r in sandbox.mc.requests if r.path.endswith("/api-1.42.0/evidence-status")]
     assert asked and asked[-1].scope == "evidence:read" and asked[-1].query == {"environment": "production"}
 
@@ -190,12 +192,18 @@ def test_a_short_mc_blip_is_retried_and_the_release_passes(sandbox_factory: Call
     wait_until(lambda: rollout(sb, "billing", "billing-api")["status"].get("phase") == "Healthy")
 
 
-def test_release_id_comes_from_the_canary_pod_template(sandbox_factory: Callable[..., Sandbox],
-                                                       wait_until: Wait) -> None:
+def test_a_retry_asks_mc_about_the_release_its_argument_carries(sandbox_factory: Callable[..., Sandbox],
+                                                                wait_until: Wait) -> None:
+    # as Argo: the web URL is filled from the run's own args, so a retry does not repair a wrong argument
+    # (here the Rollout's own stale release-id label) by reading the canary's pod template instead
     sb = sandbox_factory("release-mismatch")
+    old = sb.store.get("analysisruns", "search", "search-api-6c9f4b8d7-7-2")
+    arg = next(a["value"] for a in old["spec"]["args"] if a["name"] == "release-id")
+    canary = sb.store.get("rollouts", "search", "search-api")["spec"]["template"]["metadata"]["labels"]["release-id"]
+    assert arg != canary
     set_abort(sb, "search", "search-api", False)
     new = wait_until(lambda: finished(sb, "search", "search-api-6c9f4b8d7-7-2.1"))
-    assert json.loads(metric(new, "mc-evidence-ok")["measurements"][-1]["value"])["release_id"] == "search-api-5.2.0"
+    assert json.loads(metric(new, "mc-evidence-ok")["measurements"][-1]["value"])["release_id"] == arg
 
 
 def test_rollback_loop_retry_gets_the_next_collision_suffix(sandbox_factory: Callable[..., Sandbox],

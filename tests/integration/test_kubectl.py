@@ -312,3 +312,14 @@ def test_explain_walks_the_rollout_schema(h: Harness) -> None:
     assert "FIELD: abort <boolean>" in abort
     missing = kubectl(h, "explain", "rollout.spec.nosuchfield", check=False)
     assert missing.returncode == 1 and "nosuchfield" in missing.stderr
+
+
+def test_kubectl_explain_falls_back_to_openapi_v2_as_protobuf(h: Harness) -> None:
+    """``--output=plaintext-openapiv2`` reads /openapi/v2 only, as gnostic protobuf: fields and descriptions."""
+    out = kubectl(h, "explain", "rollouts.spec", "--output=plaintext-openapiv2").stdout
+    assert "KIND:     Rollout" in out and "VERSION:  argoproj.io/v1alpha1" in out
+    assert "replicas\t<integer>" in out and "Number of desired pods" in out
+    status = kubectl(h, "explain", "analysisruns.status", "--output=plaintext-openapiv2").stdout
+    assert "phase" in status
+    fetched = [r for r in h.server.requests if r.path == "/openapi/v2"]
+    assert fetched and all("protobuf" in r.accept for r in fetched)

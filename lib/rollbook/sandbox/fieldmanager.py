@@ -16,6 +16,8 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from rollbook.sandbox.apierrors import StoreError
+
 JSON = dict[str, Any]
 Path = tuple[str, ...]
 
@@ -185,7 +187,6 @@ def _remove(obj: JSON, path: Path) -> None:
 
 def _conflict(conflicts: dict[str, list[Path]], api_version: str) -> Exception:
     """The real server's 409 for an apply that would take fields other managers own."""
-    from rollbook.sandbox.store import StoreError  # the store imports this module
     count = sum(len(p) for p in conflicts.values())
     parts, causes = [], []
     for manager, paths in conflicts.items():

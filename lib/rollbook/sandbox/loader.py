@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import yaml
 
 from rollbook.errors import ConfigError, UsageError
+from rollbook.sandbox import kubelet
 from rollbook.sandbox.store import LOG_ANNOTATION, RESOURCES, SANDBOX_NODE, StoreError, sandbox_node
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
@@ -138,6 +139,7 @@ def load_scenario(store: StoreLike, name_or_path: str | Path, *, now: datetime |
     objs = _complete([d.obj for d in docs])
     created, skipped = _create_all(store, objs)
     _add_nodes(store, [o for o in created if o["kind"] == "Pod"], at)
+    _complete_pods(store, [o for o in created if o["kind"] == "Pod"])
     rollouts = [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in created if o["kind"] == "Rollout"]
     namespaces = sorted(o["metadata"]["name"] for o in created if o["kind"] == "Namespace")
     counts: dict[str, int] = {}
@@ -368,6 +370,16 @@ def _add_nodes(store: StoreLike, pods: list[Obj], now: datetime) -> None:
     for index, name in enumerate(names, start=1):
         if not _exists(store, name, "nodes"):
             store.create("nodes", None, sandbox_node(name, created, index), system=True)
+
+
+def _complete_pods(store: StoreLike, pods: list[Obj]) -> None:
+    """What the kubelet would have reported and the scenario left out (IPs, container and image IDs, QoS)."""
+    for pod in pods:
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        current = store.get("pods", ns, name)
+        status = kubelet.complete_pod(current, store)["status"]
+        if status != current.get("status"):
+            store.set_status("pods", ns, name, status)
 
 
 def _exists(store: StoreLike, name: str, plural: str = "namespaces") -> bool:

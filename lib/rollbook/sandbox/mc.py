@@ -20,571 +20,36 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-log = logging.getLogger(__name__)
-
-RELEASE_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-ITEM_TYPES = ("junit", "sbom", "security-scan", "approval", "generic")
-DEPLOYMENT_KINDS = ("promotion", "rollback")
-READ_SCOPE, WRITE_SCOPE = "evidence:read", "evidence:write"
-REASON_MAX = 512
-MAX_BODY = 1 << 20
-MAX_FAULT_DELAY = 30.0
-
-Json = dict[str, Any]
-
-LOGIN_PAGE = (
-    "<!DOCTYPE html><html><head><title>Sign in - Corporate SSO</title></head><body>"
-    "<h1>Sign in</h1><form method=\"post\" action=\"/sso/login\"><input name=\"username\">"
-    "<input name=\"password\" type=\"password\"><button>Sign in</button></form></body></html>"
+from rollbook.sandbox.mcfaults import (
+    FAULT_CODES,
+    Fault,
+    RecordedRequest,
+)
+from rollbook.sandbox.mcrules import (
+    DNS_LABEL_RE,
+    LOGIN_PAGE,
+    MAX_BODY,
+    READ_SCOPE,
+    RELEASE_ID_RE,
+    WRITE_SCOPE,
+    MCAPIError,
+    evaluate_item,
+    fake_digest,
+    rfc3339,
+    utcnow,
+    verdict_reason,
+)
+from rollbook.sandbox.mcstate import (
+    MCState,
 )
 
-
-class MCAPIError(Exception):
-    """An MC error reply: becomes ``{"error", "message", "details", "request_id"}`` on the wire."""
-
-    def __init__(self, status: int, code: str, message: str, details: Mapping[str, Any] | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = dict(details or {})
-        self.headers = dict(headers or {})
-        super().__init__(f"{status} {code}: {message}")
-
-
-def rfc3339(moment: datetime) -> str:
-    """A UTC timestamp as MC writes it (seconds precision, `Z`)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def fake_digest(seed: str) -> str:
-    """A stable made-up sha256 digest for a release that the scenario gave none."""
-    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
-
-
-def _jsonable(value: Any) -> Any:
-    """A deep copy where YAML's parsed timestamps (datetime/date) become RFC 3339 strings again."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return rfc3339(value if value.tzinfo else value.replace(tzinfo=UTC))
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _count(value: Any) -> int | None:
-    """An integer count, or None (bool is an int in Python but never a count)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
-def _short(digest: str) -> str:
-    return digest[:19] + "…" if len(digest) > 20 else digest
-
-
-# --------------------------------------------------------------------------- validity rules
-
-
-def _check_junit(summary: Mapping[str, Any], _req: Mapping[str, Any] | None) -> tuple[str, str]:
-    total = _count(summary.get("total", summary.get("tests")))
-    failures, errors = _count(summary.get("failures", 0)), _count(summary.get("errors", 0))
-    if total is None or failures is None or errors is None:
-        return "invalid", "junit summary lacks integer total/failures/errors counts"
-    if total <= 0:
-        return "invalid", "junit report contains no tests"
-    if failures or errors:
-        return "invalid", (f"junit report has {_n(failures, 'failure')} and {_n(errors, 'error')} "
-                           f"in {_n(total, 'test')}")
-    return "valid", f"{_n(total, 'test')}, no failures or errors"
-
-
-def _check_scan(summary: Mapping[str, Any], req: Mapping[str, Any] | None) -> tuple[str, str]:
-    critical = _count(summary.get("critical"))
-    limit = _count((req or {}).get("max_critical", 0)) or 0
-    if critical is None:
-        return "invalid", "security scan summary lacks an integer critical count"
-    if critical > limit:
-        return "invalid", f"security scan has {_n(critical, 'critical finding')} (at most {limit} allowed)"
-    return "valid", f"{_n(critical, 'critical finding')} (at most {limit} allowed)"
-
-
-def _check_approval(summary: Mapping[str, Any], _req: Mapping[str, Any] | None) -> tuple[str, str]:
-    if summary.get("approved") is True:
-        by = summary.get("approver") or summary.get("approved_by")
-        return "valid", f"approved by {by}" if by else "approved"
-    return "invalid", "change is not approved"
-
-
-_CHECKS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any] | None], tuple[str, str]]] = {
-    "junit": _check_junit,
-    "security-scan": _check_scan,
-    "approval": _check_approval,
-}
-
-
-def evaluate_item(item: Mapping[str, Any], requirement: Mapping[str, Any] | None,
-                  artifact_digest: str) -> tuple[str, str]:
-    """(state, reason) of one item under the stand-in rules; a scenario's explicit state wins."""
-    if item.get("_state"):
-        return str(item["_state"]), str(item.get("_reason") or f"marked {item['_state']} by the scenario")
-    subject = item.get("subject_digest")
-    if subject and subject != artifact_digest:
-        return "invalid", (f"subject digest {_short(subject)} is not the release's artifact digest "
-                           f"{_short(artifact_digest)}")
-    if requirement and requirement.get("type") != item.get("type"):
-        return "invalid", f"expected a {requirement.get('type')} item, got {item.get('type')}"
-    check = _CHECKS.get(str(item.get("type")))
-    return check(item.get("summary") or {}, requirement) if check else ("valid", "present")
-
-
-def _label(req: Mapping[str, Any]) -> str:
-    return f"{req['name']} ({req['type']})"
-
-
-def verdict_reason(status: str, policy: str, slots: list[tuple[Json, Json | None, str, str]]) -> str:
-    """The one deterministic sentence of a verdict, in policy order, invalid first."""
-    invalid = [f"{_label(r)}: {why}" for r, _i, state, why in slots if state == "invalid"]
-    missing = [_label(r) for r, _i, state, _w in slots if state == "missing"]
-    pending = [_label(r) for r, _i, state, _w in slots if state == "pending"]
-    parts = []
-    if invalid:
-        parts.append("invalid evidence: " + "; ".join(invalid))
-    if missing:
-        parts.append("missing required evidence: " + ", ".join(missing))
-    if pending:
-        parts.append("evidence pending evaluation: " + ", ".join(pending))
-    if status == "passed":
-        labels = ", ".join(_label(r) for r, *_ in slots)
-        parts = [f"all required evidence is valid: {labels}" if labels else f"policy {policy} requires no evidence"]
-    reason = "; ".join(parts)
-    return reason if len(reason) <= REASON_MAX else reason[: REASON_MAX - 1] + "…"
-
-
-# --------------------------------------------------------------------------- payload validation
-
-
-def _check_fields(body: Mapping[str, Any], rules: Mapping[str, tuple[bool, Callable[[Any], bool], str]]
-                  ) -> dict[str, str]:
-    """Field -> complaint for every rule (required, test, what it must be) the body breaks."""
-    problems: dict[str, str] = {}
-    for name, (required, ok, must) in rules.items():
-        if body.get(name) is None:
-            if required:
-                problems[name] = "required"
-        elif not ok(body[name]):
-            problems[name] = f"must be {must}"
-    return problems
-
-
-def _is_str(v: Any) -> bool:
-    return isinstance(v, str) and 0 < len(v) <= 2048
-
-
-def _matches(rx: re.Pattern[str]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, str) and bool(rx.match(v))
-
-
-def _is_str_map(v: Any) -> bool:
-    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
-
-
-_ITEM_RULES = {
-    "name": (True, _matches(RELEASE_ID_RE), "a slot name like test-report"),
-    "type": (True, lambda v: v in ITEM_TYPES, "one of " + ", ".join(ITEM_TYPES)),
-    "digest": (False, _matches(DIGEST_RE), "sha256:<64 hex>"),
-    "subject_digest": (False, _matches(DIGEST_RE), "sha256:<64 hex>"),
-    "uri": (False, _is_str, "a string"),
-    "summary": (False, lambda v: isinstance(v, dict), "an object"),
-    "annotations": (False, _is_str_map, "an object of strings"),
-    "created_by": (False, _is_str, "a string"),
-}
-
-_DEPLOYMENT_RULES = {
-    "service": (True, _matches(DNS_LABEL_RE), "a DNS label"),
-    "release_id": (True, _matches(RELEASE_ID_RE), "a release id"),
-    "artifact_digest": (True, _matches(DIGEST_RE), "sha256:<64 hex>"),
-    "kind": (True, lambda v: v in DEPLOYMENT_KINDS, "promotion or rollback"),
-    "source": (False, _is_str, "a string"),
-    "observed_at": (False, lambda v: _parse_time(v) is not None, "an RFC 3339 timestamp"),
-}
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None
-
-
-def _rejected(code: str, what: str, problems: Mapping[str, str]) -> MCAPIError:
-    listed = ", ".join(f"{k} ({v})" for k, v in problems.items())
-    return MCAPIError(422, code, f"{what} rejected: {listed}", {"fields": dict(problems)})
-
-
-# --------------------------------------------------------------------------- the data
-
-
-class MCState:
-    """Services and policies, releases, evidence and current pointers; not thread-safe on its own."""
-
-    def __init__(self, state: Mapping[str, Any], *, clock: Callable[[], datetime] = _utcnow,
-                 base_url: Callable[[], str | None] = lambda: None, loaded_at: str | None = None) -> None:
-        self._clock = clock
-        self._base_url = base_url
-        self._seq = 0
-        state = _jsonable(dict(state))
-        loaded_at = loaded_at or rfc3339(clock())  # the default for timestamps the scenario left out
-        self.services = self._load_services(state.get("services") or {})
-        self.releases: dict[str, Json] = {}
-        for raw in state.get("releases") or []:
-            self._load_release(raw, loaded_at)
-        self.evidence: dict[str, list[Json]] = {rid: [] for rid in self.releases}
-        for rid, items in (state.get("evidence") or {}).items():
-            self.release(str(rid), loading=True)
-            for raw in items or []:
-                self.evidence[rid].append(self._new_item(rid, raw, "scenario", loaded_at, from_scenario=True))
-        self.current: dict[str, dict[str, Json]] = {}
-        for env, services in (state.get("current") or {}).items():
-            for service, pointer in (services or {}).items():
-                self._load_pointer(str(env), str(service), pointer, loaded_at)
-        self.deployments: list[Json] = []
-        self.replays: dict[tuple[str, str], tuple[str, int, Json]] = {}
-
-    # ---- loading
-
-    @staticmethod
-    def _load_services(raw: Mapping[str, Any]) -> dict[str, Json]:
-        services: dict[str, Json] = {}
-        for name, spec in raw.items():
-            envs = (spec or {}).get("environments") or {}
-            for env, policy in envs.items():
-                for req in (policy or {}).get("required") or []:
-                    if not isinstance(req, dict) or req.get("type") not in ITEM_TYPES or not req.get("name"):
-                        raise ValueError(f"mc state: service {name!r} environment {env!r} has a bad "
-                                         f"requirement {req!r}; each needs a name and a type in {ITEM_TYPES}")
-            services[str(name)] = {"environments": copy.deepcopy(dict(envs))}
-        return services
-
-    def _load_release(self, raw: Mapping[str, Any], loaded_at: str) -> None:
-        rid, service = raw.get("release_id"), raw.get("service")
-        if not isinstance(rid, str) or not RELEASE_ID_RE.match(rid) or service not in self.services:
-            raise ValueError(f"mc state: release {raw!r} needs a valid release_id and a service "
-                             f"declared under services (known: {sorted(self.services)})")
-        self.releases[rid] = {
-            "release_id": rid, "service": service,
-            "artifact_digest": raw.get("artifact_digest") or fake_digest(rid),
-            "created_at": raw.get("created_at") or loaded_at,
-        }
-
-    def _load_pointer(self, env: str, service: str, pointer: Any, loaded_at: str) -> None:
-        spec = {"release_id": pointer} if isinstance(pointer, str) else dict(pointer or {})
-        release = self.releases.get(str(spec.get("release_id")))
-        if release is None or release["service"] != service:
-            raise ValueError(f"mc state: current.{env}.{service} names {spec.get('release_id')!r}, "
-                             f"which is not a release of service {service!r}")
-        previous = spec.get("previous")
-        if isinstance(previous, str):
-            previous = {"release_id": previous}
-        if previous:
-            prev_release = self.releases.get(str(previous.get("release_id")))
-            previous = {"release_id": previous.get("release_id"),
-                        "artifact_digest": previous.get("artifact_digest")
-                        or (prev_release or {}).get("artifact_digest"),
-                        "until": previous.get("until") or loaded_at}
-        self.current.setdefault(env, {})[service] = {
-            "release_id": release["release_id"], "artifact_digest": release["artifact_digest"],
-            "since": spec.get("since") or loaded_at, "kind": spec.get("kind") or "promotion",
-            "previous": previous or None,
-        }
-
-    def _new_item(self, rid: str, raw: Mapping[str, Any], created_by: str, created_at: str,
-                  *, from_scenario: bool = False) -> Json:
-        if not isinstance(raw, dict) or not raw.get("name") or raw.get("type") not in ITEM_TYPES:
-            raise ValueError(f"mc state: evidence item {raw!r} of {rid!r} needs a name and a type in {ITEM_TYPES}")
-        self._seq += 1
-        item: Json = {
-            "id": raw.get("id") or f"ev-{self._seq:05d}",
-            "release_id": rid, "name": raw["name"], "type": raw["type"],
-            "digest": raw.get("digest"), "subject_digest": raw.get("subject_digest"), "uri": raw.get("uri"),
-            "summary": copy.deepcopy(raw.get("summary") or {}),
-            "created_by": raw.get("created_by") or created_by,
-            "created_at": raw.get("created_at") if from_scenario and raw.get("created_at") else created_at,
-            "annotations": dict(raw.get("annotations") or {}),
-        }
-        if from_scenario and raw.get("state"):  # scenarios may pin a state (e.g. pending); clients may not
-            if raw["state"] not in ("valid", "invalid", "pending"):
-                raise ValueError(f"mc state: evidence item {raw['name']!r} of {rid!r} has state {raw['state']!r}; "
-                                 "use valid, invalid or pending")
-            item["_state"], item["_reason"] = raw["state"], raw.get("reason")
-        return item
-
-    # ---- reads
-
-    def now(self) -> str:
-        """The clock as an RFC 3339 string."""
-        return rfc3339(self._clock())
-
-    def release(self, release_id: str, *, loading: bool = False) -> Json:
-        """Release metadata, or 404 release_not_found."""
-        found = self.releases.get(release_id)
-        if found is None:
-            if loading:
-                raise ValueError(f"mc state: evidence for unknown release {release_id!r}")
-            raise MCAPIError(404, "release_not_found", f"release {release_id!r} is not known to MC",
-                             {"release_id": release_id})
-        return dict(found)
-
-    def policy(self, service: str, environment: str) -> Json:
-        """The environment policy of a service, or 404 policy_not_found."""
-        envs = self.services.get(service, {}).get("environments", {})
-        if environment not in envs:
-            raise MCAPIError(404, "policy_not_found",
-                             f"service {service!r} has no evidence policy for environment {environment!r}",
-                             {"service": service, "environment": environment, "known": sorted(envs)})
-        policy = envs[environment] or {}
-        return {"policy": policy.get("policy") or f"{environment}/default",
-                "required": [dict(r) for r in policy.get("required") or []]}
-
-    def _latest(self, release_id: str) -> dict[str, Json]:
-        """Evidence is append-only; the latest item per name counts."""
-        return {item["name"]: item for item in self.evidence.get(release_id, [])}
-
-    def present(self, item: Json, requirement: Json | None, release: Json) -> Json:
-        """An item as the API shows it, with state and reason evaluated now."""
-        state, reason = evaluate_item(item, requirement, release["artifact_digest"])
-        shown = {k: copy.deepcopy(v) for k, v in item.items() if not k.startswith("_")}
-        shown.update(state=state, reason=reason)
-        return shown
-
-    def _slots(self, release: Json, policy: Json) -> list[tuple[Json, Json | None, str, str]]:
-        latest = self._latest(release["release_id"])
-        slots: list[tuple[Json, Json | None, str, str]] = []
-        for req in policy["required"]:
-            item = latest.get(req["name"])
-            if item is None:
-                slots.append((req, None, "missing", "missing"))
-                continue
-            shown = self.present(item, req, release)
-            slots.append((req, shown, shown["state"], shown["reason"]))
-        return slots
-
-    def verdict(self, release_id: str, environment: str) -> Json:
-        """The compact gate verdict, evaluated now."""
-        release = self.release(release_id)
-        policy = self.policy(release["service"], environment)
-        slots = self._slots(release, policy)
-        states = [s for _r, _i, s, _w in slots]
-        status = ("invalid_evidence" if "invalid" in states else "missing_evidence" if "missing" in states
-                  else "pending" if "pending" in states else "passed")
-        base = self._base_url()
-        return {
-            "release_id": release_id, "service": release["service"], "environment": environment,
-            "ok": status == "passed", "status": status,
-            "reason": verdict_reason(status, policy["policy"], slots),
-            "missing": [r["name"] for r, _i, s, _w in slots if s == "missing"],
-            "invalid": [r["name"] for r, _i, s, _w in slots if s == "invalid"],
-            "policy": policy["policy"], "evaluated_at": self.now(),
-            "details_url": f"{base}/ui/releases/{release_id}" if base else None,
-        }
-
-    def listing(self, release_id: str, environment: str) -> Json:
-        """Required slots, what fills them, what is missing, and items no requirement asks for."""
-        release = self.release(release_id)
-        policy = self.policy(release["service"], environment)
-        slots = self._slots(release, policy)
-        required_names = {r["name"] for r in policy["required"]}
-        return {
-            "release_id": release_id, "service": release["service"], "environment": environment,
-            "policy": policy["policy"], "required": policy["required"],
-            "slots": [{"name": r["name"], "state": s, "item": i} for r, i, s, _w in slots],
-            "missing": [r["name"] for r, _i, s, _w in slots if s == "missing"],
-            "extra": sorted(n for n in self._latest(release_id) if n not in required_names),
-        }
-
-    def bundle(self, environment: str, service: str) -> Json:
-        """The current production evidence bundle of a service in an environment."""
-        if service not in self.services:
-            raise MCAPIError(404, "service_not_found", f"service {service!r} is not known to MC",
-                             {"service": service, "known": sorted(self.services)})
-        pointer = self.current.get(environment, {}).get(service)
-        if pointer is None:
-            raise MCAPIError(404, "no_current_release",
-                             f"service {service!r} has no current release in environment {environment!r}",
-                             {"service": service, "environment": environment})
-        try:
-            ok: bool | None = self.verdict(pointer["release_id"], environment)["ok"]
-        except MCAPIError:  # no policy for this environment: evidence status unknown, not false
-            ok = None
-        current = {k: pointer[k] for k in ("release_id", "artifact_digest", "since", "kind")}
-        current["evidence_ok"] = ok
-        return {"environment": environment, "service": service, "current": current,
-                "previous": copy.deepcopy(pointer["previous"])}
-
-    # ---- writes
-
-    def attach(self, release_id: str, body: Any, environment: str, principal: str) -> tuple[int, Json]:
-        """Append an item (201) or find the same (name, digest) as the latest of its slot (200)."""
-        release = self.release(release_id)
-        self.policy(release["service"], environment)  # fail before storing, the reply needs a verdict
-        if not isinstance(body, dict):
-            raise _rejected("invalid_evidence_payload", "evidence payload", {"(body)": "must be a JSON object"})
-        problems = _check_fields(body, _ITEM_RULES)
-        if body.get("release_id") not in (None, release_id):
-            problems["release_id"] = f"must match the path ({release_id})"
-        if problems:
-            raise _rejected("invalid_evidence_payload", "evidence payload", problems)
-        latest = self._latest(release_id).get(body["name"])
-        status = 200
-        if not (latest and body.get("digest") and latest.get("digest") == body["digest"]):
-            latest = self._new_item(release_id, body, principal, self.now())
-            self.evidence[release_id].append(latest)
-            status = 201
-        req = next((r for r in self.policy(release["service"], environment)["required"]
-                    if r["name"] == latest["name"]), None)
-        return status, {"item": self.present(latest, req, release),
-                        "verdict": self.verdict(release_id, environment)}
-
-    def deploy(self, environment: str, body: Any) -> Json:
-        """Record a promotion or rollback and move the current pointer, keeping the previous one."""
-        if not isinstance(body, dict):
-            raise _rejected("invalid_deployment_payload", "deployment report", {"(body)": "must be a JSON object"})
-        problems = _check_fields(body, _DEPLOYMENT_RULES)
-        if problems:
-            raise _rejected("invalid_deployment_payload", "deployment report", problems)
-        service, rid = body["service"], body["release_id"]
-        if service not in self.services:
-            raise MCAPIError(404, "service_not_found", f"service {service!r} is not known to MC",
-                             {"service": service})
-        release = self.release(rid)
-        if release["service"] != service:
-            raise MCAPIError(409, "release_conflict",
-                             f"release {rid!r} belongs to service {release['service']!r}, not {service!r}",
-                             {"release_id": rid, "service": release["service"]})
-        if body["artifact_digest"] != release["artifact_digest"]:
-            raise MCAPIError(409, "digest_mismatch",
-                             f"artifact digest {body['artifact_digest']} does not match release {rid!r} "
-                             f"({release['artifact_digest']})",
-                             {"release_id": rid, "expected": release["artifact_digest"],
-                              "got": body["artifact_digest"]})
-        return self._move_pointer(environment, service, release, body)
-
-    def _move_pointer(self, environment: str, service: str, release: Json, body: Json) -> Json:
-        observed = rfc3339(_parse_time(body.get("observed_at")) or self._clock())
-        old = self.current.get(environment, {}).get(service)
-        previous = old["previous"] if old else None
-        if old and old["release_id"] != release["release_id"]:
-            previous = {"release_id": old["release_id"], "artifact_digest": old["artifact_digest"],
-                        "until": observed}
-        self.current.setdefault(environment, {})[service] = {
-            "release_id": release["release_id"], "artifact_digest": release["artifact_digest"],
-            "since": observed, "kind": body["kind"], "previous": previous,
-        }
-        self._seq += 1
-        deployment = {
-            "id": f"dep-{self._seq:05d}", "environment": environment, "service": service,
-            "release_id": release["release_id"], "artifact_digest": release["artifact_digest"],
-            "kind": body["kind"], "source": body.get("source") or "unknown", "observed_at": observed,
-            "recorded_at": self.now(), "previous": copy.deepcopy(previous),
-        }
-        self.deployments.append(deployment)
-        return copy.deepcopy(deployment)
-
-    def snapshot(self) -> Json:
-        """Everything, in the shape of mc.yaml plus the deployment log (deep copies)."""
-        return copy.deepcopy({
-            "services": self.services, "releases": list(self.releases.values()),
-            "evidence": {rid: [_as_yaml_item(i) for i in items] for rid, items in self.evidence.items() if items},
-            "current": self.current, "deployments": self.deployments,
-        })
-
-
-def _as_yaml_item(item: Json) -> Json:
-    """A stored item as mc.yaml writes it: a scenario's pinned state and reason keep their plain names."""
-    out = {k: v for k, v in item.items() if not k.startswith("_")}
-    if item.get("_state"):
-        out["state"], out["reason"] = item["_state"], item.get("_reason")
-    return out
-
-
-# --------------------------------------------------------------------------- faults and the log
-
-
-@dataclass
-class Fault:
-    """For the next `times` requests under `path_prefix`: wait `delay`, then answer `status` or HTML."""
-
-    path_prefix: str = "/api"
-    times: int = 1
-    status: int | None = None
-    delay: float = 0.0
-    html: bool = False
-    retry_after: int | None = None
-
-    @classmethod
-    def from_json(cls, body: Any) -> Fault:
-        """Validate an admin fault request."""
-        if not isinstance(body, dict):
-            raise _rejected("invalid_fault", "fault", {"(body)": "must be a JSON object"})
-        fault = cls(**{k: body[k] for k in body if k in cls.__dataclass_fields__ and body[k] is not None})
-        problems = _check_fields(asdict(fault), {
-            "path_prefix": (True, lambda v: isinstance(v, str) and v.startswith("/"), "a path starting with /"),
-            "times": (True, lambda v: _count(v) is not None and v >= 1, "an integer >= 1"),
-            "status": (False, lambda v: _count(v) is not None and 100 <= v <= 599, "an HTTP status"),
-            "delay": (True, lambda v: isinstance(v, (int, float)) and 0 <= v <= MAX_FAULT_DELAY,
-                      f"seconds between 0 and {MAX_FAULT_DELAY}"),
-            "html": (True, lambda v: isinstance(v, bool), "true or false"),
-            "retry_after": (False, lambda v: _count(v) is not None and v >= 0, "an integer >= 0"),
-        })
-        if problems:
-            raise _rejected("invalid_fault", "fault", problems)
-        return fault
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the stand-in received; the Authorization header is masked, the scope kept."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    content_type: str | None
-    body: bytes
-    authorization: str | None
-    scope: str | None
-    idempotency_key: str | None
-    status: int
-    request_id: str
-    at: str
-
-    def to_json(self) -> Json:
-        """JSON-safe form for GET /admin/requests."""
-        out = asdict(self)
-        out["body"] = self.body.decode("utf-8", "replace")
-        return out
-
-
-_FAULT_CODES = {429: "rate_limited", 500: "internal_error", 502: "unavailable", 503: "unavailable",
-                504: "unavailable", 401: "unauthorized", 403: "forbidden"}
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -708,7 +173,7 @@ class MCServer:
 
     def __init__(self, state: Mapping[str, Any], *, read_token: str, write_token: str,
                  host: str = "127.0.0.1", port: int = 0, admin: bool = False,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"MC stand-in binds to loopback only, not {host!r}; use 127.0.0.1")
         if not read_token or not write_token or read_token == write_token:
@@ -856,7 +321,7 @@ class MCServer:
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
         if fault.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="mission-control"'
-        code = _FAULT_CODES.get(fault.status, "fault")
+        code = FAULT_CODES.get(fault.status, "fault")
         return _json_reply(fault.status, {"error": code, "message": f"injected fault: HTTP {fault.status}",
                                           "details": {"injected": True}, "request_id": req.request_id},
                            **headers)
@@ -962,3 +427,9 @@ class MCServer:
         with self._lock:
             self._log.clear()
         return _json_reply(200, {"requests": []})
+
+
+__all__ = [  # names others import from here; the parts live in mcrules, mcstate and mcfaults
+    "READ_SCOPE", "WRITE_SCOPE", "Fault", "MCAPIError", "MCServer", "MCState", "RecordedRequest", "evaluate_item",
+    "fake_digest", "rfc3339", "verdict_reason",
+]

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from rollbook.sandbox import schemas
-from rollbook.sandbox.store import RESOURCES, Resource
+from rollbook.sandbox.resources import RESOURCES, Resource
 
 JSON = dict[str, Any]
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollbook.sandbox.store import Resource
+from rollbook.sandbox.resources import Resource
 
 JSON = dict[str, Any]
 

@@ -12,81 +12,33 @@ Every request is recorded in `requests` (Authorization masked). `fail_next` inje
 from __future__ import annotations
 
 import base64
-import email.parser
-import email.policy
 import json
-import struct
 import threading
-import zlib
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-KINDS = ("pagerduty", "slack", "webhook", "jira", "grafana")
-PD_SEVERITIES = ("critical", "error", "warning", "info")
-PD_ACTIONS = ("trigger", "acknowledge", "resolve")
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One request as the stand-in received it."""
-
-    kind: str
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
-
-
-@dataclass
-class Fault:
-    """Answer the next `times` requests under `path_prefix` with `status` (and Retry-After, body)."""
-
-    path_prefix: str
-    status: int = 503
-    times: int = 1
-    retry_after: str | None = None
-    body: bytes | None = None
-    content_type: str = "application/json"
-
-
-@dataclass
-class Reply:
-    """What a route answers."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _json(status: int, data: Any, **headers: str) -> Reply:
-    return Reply(status, json.dumps(data).encode(), "application/json", dict(headers))
-
-
-def _text(status: int, text: str) -> Reply:
-    return Reply(status, text.encode(), "text/plain; charset=utf-8")
-
-
-def png(width: int, height: int) -> bytes:
-    """A valid RGB PNG of the given size (a plain chart-like gradient), made with the standard library."""
-    # Hand-written (zlib + struct) so the stand-in starts in milliseconds; matplotlib would cost ~0.5 s.
-    row = bytes(b for x in range(width) for b in (30 + (x * 200) // max(width, 1), 120, 200))
-    raw = b"".join(b"\x00" + row for _ in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
-            + chunk(b"IEND", b""))
+from rollbook.sandbox.servicecheck import (
+    blocks_ok,
+    multipart_files,
+    pd_errors,
+    pd_invalid,
+)
+from rollbook.sandbox.servicehttp import (
+    KINDS,
+    Fault,
+    Recorded,
+    Reply,
+    handler_for,
+    header,
+    jira_now,
+    json_reply,
+    kind_of,
+    masked,
+    png,
+    text_reply,
+)
 
 
 class ServicesServer:
@@ -130,7 +82,7 @@ class ServicesServer:
 
     def start(self) -> str:
         """Start serving; returns http://127.0.0.1:PORT."""
-        self._httpd = ThreadingHTTPServer((self.host, self.port), _handler(self))
+        self._httpd = ThreadingHTTPServer((self.host, self.port), handler_for(self))
         self._httpd.daemon_threads = True
         self.url = f"http://{self.host}:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -186,15 +138,15 @@ class ServicesServer:
         """Record the request, then answer it."""
         parts = urlsplit(target)
         path, query = parts.path, parse_qs(parts.query, keep_blank_values=True)
-        kind = _kind(path)
+        kind = kind_of(path)
         with self._lock:
-            self.requests.append(Recorded(kind, method, path, query, _masked(headers), body))
+            self.requests.append(Recorded(kind, method, path, query, masked(headers), body))
             fault = self._take_fault(path)
         if fault:
             extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             if fault.body is not None:
                 return Reply(fault.status, fault.body, fault.content_type, extra)
-            return _json(fault.status, {"message": "injected fault"}, **extra)
+            return json_reply(fault.status, {"message": "injected fault"}, **extra)
         return self._route(kind, method, path, query, headers, body)
 
     def _take_fault(self, path: str) -> Fault | None:
@@ -216,7 +168,7 @@ class ServicesServer:
             return self._jira(method, path, headers, body)
         if kind == "grafana" and method == "GET":
             return self._grafana(path, query, headers)
-        return _json(404, {"message": f"no route for {method} {path}"})
+        return json_reply(404, {"message": f"no route for {method} {path}"})
 
     # ----------------------------------------------------------------- PagerDuty
 
@@ -224,17 +176,17 @@ class ServicesServer:
         try:
             event = json.loads(body)
         except ValueError:
-            return _pd_invalid("Event object is invalid", ["Request body is not valid JSON"])
+            return pd_invalid("Event object is invalid", ["Request body is not valid JSON"])
         if not isinstance(event, dict):
-            return _pd_invalid("Event object is invalid", ["Event must be a JSON object"])
-        errors = _pd_errors(event)
+            return pd_invalid("Event object is invalid", ["Event must be a JSON object"])
+        errors = pd_errors(event)
         if errors:
-            return _pd_invalid("Event object is invalid", errors)
+            return pd_invalid("Event object is invalid", errors)
         if event["routing_key"] != self.routing_key:
-            return _pd_invalid("Event object is invalid", ["Invalid routing key"])
+            return pd_invalid("Event object is invalid", ["Invalid routing key"])
         key = str(event.get("dedup_key") or self.next_id())
         self._pd_apply(event, key)
-        return _json(202, {"status": "success", "message": "Event processed", "dedup_key": key})
+        return json_reply(202, {"status": "success", "message": "Event processed", "dedup_key": key})
 
     def _pd_apply(self, event: dict[str, Any], key: str) -> None:
         action = event["event_action"]
@@ -260,43 +212,43 @@ class ServicesServer:
         try:
             message = json.loads(body)
         except ValueError:
-            return _text(400, "invalid_payload")
+            return text_reply(400, "invalid_payload")
         if not isinstance(message, dict) or not (message.get("text") or message.get("blocks")):
-            return _text(400, "invalid_payload")
-        if "blocks" in message and not _blocks_ok(message["blocks"]):
-            return _text(400, "invalid_blocks")
-        return _text(200, "ok")
+            return text_reply(400, "invalid_payload")
+        if "blocks" in message and not blocks_ok(message["blocks"]):
+            return text_reply(400, "invalid_blocks")
+        return text_reply(200, "ok")
 
     def _webhook(self, headers: dict[str, str], body: bytes) -> Reply:
-        if self.webhook_token and _header(headers, "authorization") != f"Bearer {self.webhook_token}":
-            return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
+        if self.webhook_token and header(headers, "authorization") != f"Bearer {self.webhook_token}":
+            return json_reply(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
         try:
             json.loads(body)
         except ValueError:
-            return _json(400, {"error": "body is not JSON"})
-        return _json(200, {"received": True, "id": self.next_id()})
+            return json_reply(400, {"error": "body is not JSON"})
+        return json_reply(200, {"received": True, "id": self.next_id()})
 
     # ----------------------------------------------------------------- Jira
 
     def _jira(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         expected = "Basic " + base64.b64encode(f"{self.jira_user}:{self.jira_token}".encode()).decode()
-        if _header(headers, "authorization") != expected:
-            return _json(401, {"errorMessages": [("You are not authenticated. Authentication required to "
+        if header(headers, "authorization") != expected:
+            return json_reply(401, {"errorMessages": [("You are not authenticated. Authentication required to "
                                                  "perform this operation.")], "errors": {}})
         segments = path.split("/")   # ['', 'rest', 'api', '2', 'issue', KEY, (comment|attachments)]
         if len(segments) < 6 or segments[4] != "issue":
-            return _json(404, {"errorMessages": ["Not found"], "errors": {}})
+            return json_reply(404, {"errorMessages": ["Not found"], "errors": {}})
         key, sub = segments[5], (segments[6] if len(segments) > 6 else "")
         if key not in self.jira_issues:
-            return _json(404, {"errorMessages": [("Issue does not exist or you do not have permission "
+            return json_reply(404, {"errorMessages": [("Issue does not exist or you do not have permission "
                                                  "to see it.")], "errors": {}})
         if method == "GET" and not sub:
-            return _json(200, self._issue(key))
+            return json_reply(200, self._issue(key))
         if method == "POST" and sub == "comment":
             return self._comment(key, body)
         if method == "POST" and sub == "attachments":
             return self._attach(key, headers, body)
-        return _json(405, {"errorMessages": [f"{method} not allowed on {path}"], "errors": {}})
+        return json_reply(405, {"errorMessages": [f"{method} not allowed on {path}"], "errors": {}})
 
     def _issue(self, key: str) -> dict[str, Any]:
         with self._lock:
@@ -311,194 +263,50 @@ class ServicesServer:
         try:
             text = json.loads(body).get("body")
         except (ValueError, AttributeError):
-            return _json(400, {"errorMessages": ["Unexpected JSON body"], "errors": {}})
+            return json_reply(400, {"errorMessages": ["Unexpected JSON body"], "errors": {}})
         if not isinstance(text, str) or not text.strip():
-            return _json(400, {"errorMessages": [], "errors": {"comment": "Comment body can not be empty!"}})
+            return json_reply(400, {"errorMessages": [], "errors": {"comment": "Comment body can not be empty!"}})
         cid = self.next_id()
         comment = {"self": f"{self.url}/rest/api/2/issue/{key}/comment/{cid}", "id": cid, "body": text,
-                   "author": {"name": self.jira_user}, "created": _now()}
+                   "author": {"name": self.jira_user}, "created": jira_now()}
         with self._lock:
             self.comments.setdefault(key, []).append(comment)
-        return _json(201, comment)
+        return json_reply(201, comment)
 
     def _attach(self, key: str, headers: dict[str, str], body: bytes) -> Reply:
-        if (_header(headers, "x-atlassian-token") or "").lower() != "no-check":
-            return _text(403, "XSRF check failed")
-        files = _multipart_files(_header(headers, "content-type") or "", body)
+        if (header(headers, "x-atlassian-token") or "").lower() != "no-check":
+            return text_reply(403, "XSRF check failed")
+        files = multipart_files(header(headers, "content-type") or "", body)
         if not files:
-            return _json(400, {"errorMessages": ["No attachment found in field 'file'."], "errors": {}})
+            return json_reply(400, {"errorMessages": ["No attachment found in field 'file'."], "errors": {}})
         out = []
         for filename, ctype, content in files:
             aid = self.next_id()
             item = {"self": f"{self.url}/rest/api/2/attachment/{aid}", "id": aid, "filename": filename,
-                    "author": {"name": self.jira_user}, "created": _now(), "size": len(content),
+                    "author": {"name": self.jira_user}, "created": jira_now(), "size": len(content),
                     "mimeType": ctype, "content": f"{self.url}/secure/attachment/{aid}/{filename}"}
             with self._lock:
                 self.attachments.setdefault(key, []).append({**item, "content_bytes": content})
             out.append(item)
-        return _json(200, out)
+        return json_reply(200, out)
 
     # ----------------------------------------------------------------- Grafana
 
     def _grafana(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> Reply:
-        if _header(headers, "authorization") != f"Bearer {self.grafana_token}":
-            return _json(401, {"message": "Unauthorized"})
+        if header(headers, "authorization") != f"Bearer {self.grafana_token}":
+            return json_reply(401, {"message": "Unauthorized"})
         segments = path.split("/")   # ['', 'render', 'd-solo', UID, SLUG]
         if len(segments) != 5 or segments[2] != "d-solo" or segments[3] not in self.grafana_dashboards:
-            return _json(404, {"message": "Dashboard not found"})
+            return json_reply(404, {"message": "Dashboard not found"})
         try:
             width = int(query.get("width", ["1000"])[0])
             height = int(query.get("height", ["500"])[0])
             int(query["panelId"][0])
         except (KeyError, ValueError):
-            return _json(400, {"message": "panelId, width and height must be integers"})
+            return json_reply(400, {"message": "panelId, width and height must be integers"})
         # Small caps keep a stray request from making the stand-in allocate a huge image.
         return Reply(200, png(min(width, 2000), min(height, 2000)), "image/png")
 
 
-# --------------------------------------------------------------------------- helpers
 
-
-def _kind(path: str) -> str:
-    if path == "/v2/enqueue":
-        return "pagerduty"
-    if path.startswith("/services/"):
-        return "slack"
-    if path.startswith("/hooks/"):
-        return "webhook"
-    if path.startswith("/rest/api/2/"):
-        return "jira"
-    if path.startswith("/render/"):
-        return "grafana"
-    return "unknown"
-
-
-def _header(headers: dict[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
-def _masked(headers: dict[str, str]) -> dict[str, str]:
-    return {k: (v.split(" ", 1)[0] + " ***" if k.lower() == "authorization" else v)
-            for k, v in headers.items()}
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
-
-
-def _pd_invalid(message: str, errors: list[str]) -> Reply:
-    return _json(400, {"status": "invalid event", "message": message, "errors": errors})
-
-
-def _pd_errors(event: dict[str, Any]) -> list[str]:
-    errors = []
-    if not event.get("routing_key"):
-        errors.append("'routing_key' is missing or blank")
-    action = event.get("event_action")
-    if action not in PD_ACTIONS:
-        errors.append("'event_action' must be one of trigger, acknowledge or resolve")
-    key = event.get("dedup_key")
-    if key is not None and (not isinstance(key, str) or len(key) > 255):
-        errors.append("'dedup_key' must be a string of at most 255 characters")
-    if action in ("acknowledge", "resolve") and not key:
-        errors.append("'dedup_key' is missing or blank")
-    if action == "trigger":
-        errors += _pd_payload_errors(event.get("payload"))
-    return errors
-
-
-def _pd_payload_errors(payload: Any) -> list[str]:
-    if not isinstance(payload, dict):
-        return ["'payload' is missing or not an object"]
-    errors = [f"'payload.{f}' is missing or blank" for f in ("summary", "source", "severity")
-              if not payload.get(f)]
-    if payload.get("severity") and payload["severity"] not in PD_SEVERITIES:
-        errors.append("'payload.severity' must be one of critical, error, warning or info")
-    if isinstance(payload.get("summary"), str) and len(payload["summary"]) > 1024:
-        errors.append("'payload.summary' must be at most 1024 characters")
-    return errors
-
-
-def _blocks_ok(blocks: Any) -> bool:
-    """Enough of Block Kit's rules to catch a malformed message the way Slack would."""
-    if not isinstance(blocks, list) or len(blocks) > 50:
-        return False
-    for block in blocks:
-        if not isinstance(block, dict):
-            return False
-        kind = block.get("type")
-        if kind == "header":
-            text = block.get("text") or {}
-            if text.get("type") != "plain_text" or not 0 < len(text.get("text", "")) <= 150:
-                return False
-        elif kind == "section":
-            if not (block.get("text") or block.get("fields")) or len(block.get("fields", [])) > 10:
-                return False
-        elif kind == "image":
-            if not block.get("image_url") or not block.get("alt_text"):
-                return False
-        elif kind == "context":
-            if not 0 < len(block.get("elements", [])) <= 10:
-                return False
-        elif kind not in ("divider", "actions", "rich_text"):
-            return False
-    return True
-
-
-def _multipart_files(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
-    """(filename, content type, bytes) of every part named `file` in a multipart/form-data body."""
-    # The standard library's email parser reads multipart/form-data correctly (the cgi module is gone
-    # in Python 3.13); no third-party parser is needed for a stand-in.
-    if not content_type.startswith("multipart/form-data"):
-        return []
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    files = []
-    for part in message.iter_parts() if message.is_multipart() else []:
-        if part.get_param("name", header="content-disposition") == "file":
-            payload = part.get_payload(decode=True)
-            files.append((part.get_filename() or "file", part.get_content_type(),
-                          payload if isinstance(payload, bytes) else b""))
-    return files
-
-
-def _handler(server: ServicesServer) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to `server`."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            reply = server.handle(self.command, self.path, dict(self.headers.items()), self._body())
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            for key, value in reply.headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(reply.body)
-
-        def _body(self) -> bytes:
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                return self._chunked()
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-        def _chunked(self) -> bytes:
-            data = b""
-            while True:   # bounded by the client's final zero-length chunk
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return data
-                data += self.rfile.read(size)
-                self.rfile.readline()
-
-        do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: tests read `requests` instead of logs."""
-
-    return Handler
+__all__ = ["KINDS", "Fault", "Recorded", "Reply", "ServicesServer", "png"]  # re-exported from servicehttp

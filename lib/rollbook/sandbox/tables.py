@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from rollbook.sandbox.store import Resource
+from rollbook.sandbox.resources import Resource
 
 JSON = dict[str, Any]
 Row = list[Any]

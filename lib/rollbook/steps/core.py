@@ -47,7 +47,14 @@ class Incident:
     @cached_property
     def mc(self) -> MCClient:
         """The MC client; the token comes from the environment or a file, never a parameter."""
-        token = self.config.mc.secret.value()
+        ref = self.config.mc.secret
+        token = ref.value()
+        if ref.file and not token and not (ref.env and os.environ.get(ref.env)):
+            # a configured token file that is missing or empty is an error, never a silent fall-back
+            path = Path(ref.file).expanduser()
+            raise ConfigError(f"The Mission Control token file {path} (mc.token_file in {self.config.path}) "
+                              f"{'is empty' if path.is_file() else 'does not exist'}.",
+                              hint="Write MC's token into it, or point mc.token_file at the token file.")
         url = self.mc_url or self.config.mc.url
         if token is None:
             return MCClient.from_env(url)
