@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 CODE = """
 import json, sys
@@ -27,3 +28,15 @@ def test_the_notebook_import_and_a_table_load_neither_pandas_nor_matplotlib() ->
     assert "&lt;x&gt;" in html and "<x>" not in html  # every cell escaped
     assert html.count("<th ") == 3 + 2 and "k: 1, 2" in html and "yes" in html
     assert html.count("—") == 3  # a None cell and two keys a row does not have
+
+
+def test_no_step_kernel_is_warmed_with_what_its_step_does_not_use() -> None:
+    # the runner runs each notebook's `rollbook.warmup` in its kernel while it waits: pandas is used by no step,
+    # matplotlib is warmed only where a plot is drawn on every incident with SLO metrics (step 2); steps 4 and 5
+    # plot only on the SLO path or with pictures for a page, and import it then
+    runbooks = Path(__file__).resolve().parents[2] / "runbooks"
+    warmups = {nb.name: json.loads(nb.read_text())["metadata"]["rollbook"]["warmup"]
+               for nb in sorted(runbooks.glob("0[1-6]-*.ipynb"))}
+    assert len(warmups) == 6 and all(w.startswith("import rollbook.steps") for w in warmups.values())
+    assert not [n for n, w in warmups.items() if "pandas" in w]
+    assert [n for n, w in warmups.items() if "matplotlib" in w] == ["02-inspect-evidence.ipynb"]
