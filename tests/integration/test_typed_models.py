@@ -37,8 +37,14 @@ def _snake(kind: str) -> str:
 
 def _api_class(res: Resource) -> type:
     """CoreV1Api, AppsV1Api, NetworkingV1Api, AutoscalingV2Api... from the resource's group/version."""
-    group = res.group.split(".")[0].capitalize() if res.group else "Core"
-    return getattr(client, f"{group}{res.version.capitalize()}Api")  # type: ignore[no-any-return]
+    # the client names an API class after the group's first label, camel-cased: rbac.authorization.k8s.io ->
+    # RbacAuthorizationV1Api, coordination.k8s.io -> CoordinationV1Api
+    labels = res.group.removesuffix(".k8s.io").split(".") if res.group else ["core"]
+    group = "".join(label.capitalize() for label in labels)
+    name = f"{group}{res.version.capitalize()}Api"
+    if not hasattr(client, name):
+        name = f"{labels[0].capitalize()}{res.version.capitalize()}Api"
+    return getattr(client, name)  # type: ignore[no-any-return]
 
 
 def _typed_lister(api: client.ApiClient, res: Resource) -> Callable[..., Any]:
