@@ -1,6 +1,6 @@
 """Every object the sandbox serves is one the official client's typed models accept (issue 7 item 2).
 
-For every built-in scenario and every folder under tests/scenarios (discovered, never listed), every
+For every built-in scenario, every folder under tests/scenarios and fixtures/ (discovered, never listed), every
 object of every served built-in kind is read over HTTP and deserialized into its typed model
 (``ApiClient().deserialize``), and the typed ``list_*`` call an engineer would type must succeed too;
 custom resources (no typed model) must be JSON objects with the metadata a real server sets. Checked
