@@ -27,7 +27,7 @@ test: $(TVENV)/.stamp
 	$(TVENV)/bin/ruff check lib bench tests
 	$(TVENV)/bin/mypy
 	$(TVENV)/bin/python -m compileall -q lib
-	$(TVENV)/bin/python -m pytest -n 2 -q
+	$(TVENV)/bin/python -m pytest -n 2 --dist loadgroup -q
 
 sandbox: $(VENV)/.stamp
 	$(VENV)/bin/python -m compileall -q lib

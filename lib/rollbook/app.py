@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -11,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rollbook import history, runner
+from rollbook import atomic, history, runner
 from rollbook.config import load as load_config
 from rollbook.errors import UsageError
 from rollbook.record import StepResult
@@ -64,9 +66,34 @@ def kubeconfig_secrets(path: str | None) -> list[str]:
             doc = yaml.safe_load(Path(p).expanduser().read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError):
             continue
-        for user in doc.get("users") or []:
-            fields = (user or {}).get("user") or {}
-            found += [str(fields[k]) for k in ("token", "password", "client-key-data") if fields.get(k)]
+        for user in doc.get("users") or [] if isinstance(doc, dict) else []:
+            found += _user_secrets((user or {}).get("user") or {}, Path(p).expanduser().parent)
+    return found
+
+
+def _user_secrets(fields: Mapping[str, Any], folder: Path) -> list[str]:
+    """One kubeconfig user's secrets: token, password, client key (inline or its file), token file, exec env."""
+    import base64
+    import binascii
+
+    found = [str(fields[k]) for k in ("token", "password", "client-key-data") if fields.get(k)]
+    if fields.get("client-key-data"):
+        try:  # the key as it would appear decoded (PEM lines), not only as the base64 in the file
+            found += [line for line in base64.b64decode(str(fields["client-key-data"])).decode().splitlines()
+                      if len(line) >= 16 and not line.startswith("-----")]
+        except (binascii.Error, UnicodeDecodeError):
+            pass
+    for key in ("client-key", "tokenFile"):
+        if fields.get(key):
+            try:
+                found += [line for line in (folder / str(fields[key])).read_text(encoding="utf-8").splitlines()
+                          if len(line.strip()) >= 16 and not line.startswith("-----")]
+            except OSError:
+                pass
+    exec_ = fields.get("exec") or {}
+    # only variables named like a credential: scrubbing e.g. AWS_PROFILE=production would mangle every file
+    found += [str(e.get("value")) for e in exec_.get("env") or [] if isinstance(e, dict) and e.get("value")
+              and re.search(r"(?i)token|secret|password|passwd|key|credential", str(e.get("name") or ""))]
     return found
 
 
@@ -74,13 +101,20 @@ NextStep = Callable[[runner.ValidatedRun, Sequence[StepResult]], "str | None"]
 
 
 def run(spec: runner.RunSpec, *, config: str | None = None, apply_closeout: bool = False,
-        progress: Any = None, next_step: NextStep | None = None) -> runner.RunResult:
-    """Validate and precheck (exit 2 before any kernel), snapshot, run the steps, write the record, update the ticket."""
+        progress: Any = None, next_step: NextStep | None = None, kernels: Any = None) -> runner.RunResult:
+    """Validate and precheck (exit 2 before any kernel), snapshot, run the steps, write the record, update the ticket.
+
+    `kernels`: a warm pool's `take` (rollbook serve); None: the runner starts a kernel per step."""
+    from rollbook.errors import ConfigError
+
     validated = runner.validate(spec)
-    cfg = load_config(config)  # a broken config file is a usage error before anything runs
+    try:
+        cfg = load_config(config)  # a broken config file is a usage error before anything runs
+    except ConfigError as e:
+        raise UsageError(f"Cannot start the run: {e.message}", hint=e.hint) from e
     precheck(validated, cfg)
     result = runner.run(validated, snapshot=snapshot_for(spec, config), secrets=config_secrets(config),
-                        progress=progress, next_step=next_step or follow_up)
+                        progress=progress, next_step=next_step or follow_up, kernels=kernels)
     history.index_quietly(result.record_dir)  # every record (run, demo, serve) lands in <out>/history.sqlite
     if spec.ticket and (cfg.jira.enabled or cfg.ticket_webhook.enabled):
         update_ticket(result.record_dir, cfg, spec.ticket, apply=apply_closeout)
@@ -95,6 +129,7 @@ def precheck(validated: runner.ValidatedRun, cfg: Any) -> None:
     from rollbook.steps.core import Incident
 
     spec = validated.spec
+    check_out_dir(spec.out)
     check_input_files(spec)
     incident = Incident(spec.namespace, spec.rollout, spec.context, spec.mc_url, None, spec.incident, cfg)
     try:
@@ -119,6 +154,28 @@ def _follow_up_retry(validated: runner.ValidatedRun) -> bool:
     A full run is also the triage record: there step 4 records why it refused instead."""
     first = validated.steps[0].name if validated.steps else ""
     return validated.spec.approve_retry and first == "remediate-and-retry"
+
+
+MIN_FREE_BYTES = 32 << 20  # a record is ~1-5 MiB; less free space than this would fail mid-run
+
+
+def check_out_dir(out: Path) -> None:
+    """`--out` can hold a new record: the folder (or its nearest existing parent) is a writable directory
+    with room; checked without writing anything, so a refused run leaves no trace."""
+    existing = Path(out)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file, not a folder; the record cannot be written there.",
+                         hint="Pass --out a folder (it is created if missing).")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: folder {existing} is not writable by this user; nothing was run.",
+                         hint="Pass a --out you can write to, or fix the folder's permissions.")
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"--out {out}: only {free >> 20} MiB free on the disk of {existing}; a record needs more "
+                         "and a run that fills the disk mid-way would leave it partial. Nothing was run.",
+                         hint="Free some space, or pass a --out on another disk.")
 
 
 def check_input_files(spec: runner.RunSpec) -> None:
@@ -199,6 +256,7 @@ def check_evidence_not_needed(incident: Any) -> None:
     Step 4 could only refuse the retry after the whole run; say what is missing before anything runs."""
     from rollbook import diagnosis as dx
     from rollbook.errors import RollbookError
+    from rollbook.mc_words import live_label, quoted
 
     try:
         view = incident.view()
@@ -213,7 +271,8 @@ def check_evidence_not_needed(incident: Any) -> None:
         raise UsageError(
             f"--approve-retry needs --param evidence_file: Mission Control says release {verdict.release_id} "
             f"(the canary of Rollout {incident.rollout!r} in namespace {incident.namespace!r}) lacks valid "
-            f"evidence ({', '.join(gaps)}): {verdict.reason}. Without a report step 4 would refuse the retry.",
+            f"evidence ({', '.join(gaps)}): {quoted(verdict.reason, live_label(verdict.evaluated_at))}. "
+            "Without a report step 4 would refuse the retry.",
             hint=f"Pass --param evidence_file=PATH (the report for {', '.join(gaps)}); nothing was run.")
 
 
@@ -292,7 +351,7 @@ def update_ticket(run_dir: Path, cfg: Any, ticket: str, *, apply: bool) -> list[
         deliveries, error = list(getattr(e, "deliveries", []) or []), str(e)
         deliveries = [d.to_dict() if hasattr(d, "to_dict") else d for d in deliveries]
     doc = {"ticket": ticket, "applied": apply, "deliveries": deliveries, "error": error}
-    (run_dir / "ticket.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+    atomic.write_text(run_dir / "ticket.json", json.dumps(doc, indent=2, default=str))
     record.write_manifest(run_dir)
     state = "updated" if apply and not error else ("NOT updated: " + error if error else "dry run (--apply-closeout sends)")
     print(f"ticket {ticket}: {state}", file=sys.stderr, flush=True)

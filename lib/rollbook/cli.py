@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from rollbook.jobrun import JobOutcome
     from rollbook.runner import RunResult
 
 from rollbook import __version__
@@ -29,11 +30,23 @@ def main() -> None:
               help="Where kubeconfig, env.sh and ready.json are written.")
 @click.option("--port", type=int, default=0, show_default=True,
               help="Port of the Kubernetes API (0 picks a free one).")
-def sandbox(scenario: str, state_dir: Path, port: int) -> None:
+@click.option("--faults", "faults_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="YAML/JSON fault rules injected at the HTTP layer (see rollbook/sandbox/faults.py).")
+def sandbox(scenario: str, state_dir: Path, port: int, faults_file: Path | None) -> None:
     """Start the local Kubernetes API, simulated Argo controller and MC stand-in until Ctrl-C."""
+    from rollbook.errors import UsageError
+    from rollbook.sandbox.faults import FaultError, FaultPlan
     from rollbook.sandbox.server import serve
 
-    _guard(lambda: serve(scenario=scenario, state_dir=state_dir, port=port))
+    def body() -> None:
+        try:
+            plan = FaultPlan.load(faults_file) if faults_file else None
+        except FaultError as e:
+            raise UsageError(str(e), hint="Fix the rule; fields: service, fault, method, path, status, "
+                                          "retry_after, delay, after, count, probability.") from None
+        serve(scenario=scenario, state_dir=state_dir, port=port, faults=plan)
+
+    _guard(body)
 
 
 @main.command("run")
@@ -57,11 +70,13 @@ def sandbox(scenario: str, state_dir: Path, port: int) -> None:
 @click.option("--config", default=None, envvar="ROLLBOOK_CONFIG", help="rollbook.yaml (services, contexts).")
 @click.option("--runbooks", type=click.Path(path_type=Path), default=None, help="Folder of step notebooks.")
 @click.option("--step-timeout", type=float, default=600.0, show_default=True, help="Wall-clock bound per step (s).")
+@click.option("--executor", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True,
+              help="Where the steps run (kubernetes: one Job in namespace rollbook; --context is who submits it).")
 def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc_url: str | None,
             release_id: str | None, out: Path, steps_: str | None, params: tuple[str, ...], approve_retry: bool,
             approve_undo: bool, notify: bool, apply_closeout: bool, approver: str | None, ticket: str | None,
             config: str | None,
-            runbooks: Path | None, step_timeout: float) -> None:
+            runbooks: Path | None, step_timeout: float, executor: str) -> None:
     """Run the playbook's step notebooks headless and write one incident record."""
     from rollbook import app, runner
 
@@ -77,9 +92,14 @@ def run_cmd(incident: str, namespace: str, rollout: str, context: str | None, mc
                                     hint="Say who approved it and under which ticket; both are recorded.")
         spec = runner.RunSpec(
             incident=incident, namespace=namespace, rollout=rollout, context=context, mc_url=mc_url,
-            release_id=release_id, out=out, steps=runner.parse_steps(steps_) if steps_ else None, params=extra,
+            release_id=release_id, out=out, steps=runner.parse_steps(steps_) if steps_ is not None else None,
+            params=extra,
             approve_retry=approve_retry, approver=approver, ticket=ticket,
             runbooks_dir=runbooks or app.default_runbooks(), step_timeout=step_timeout)
+        if executor == "kubernetes":
+            from rollbook import jobrun
+
+            _finish_job(jobrun.run(spec, apply_closeout=apply_closeout))
         result = app.run(spec, config=config, apply_closeout=apply_closeout)
         _finish(result)
 
@@ -131,18 +151,23 @@ def preflight(namespace: str, all_namespaces: bool, rollout: str, context: str, 
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
               help="Folder of incident records; the queue is <out>/.serve/queue.sqlite.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Incidents run at once.")
+@click.option("--pool", type=int, default=3, show_default=True,
+              help="Warm kernels kept ready, one per step, never reused (0: a cold process per incident).")
 @click.option("--queue", "queue_bound", type=int, default=100, show_default=True,
               help="Queued incidents before notifications get 429.")
 @click.option("--steps", "steps_", default="1,2,3,5", show_default=True, help="Read-only steps to run (never 4).")
 @click.option("--executor", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True,
-              help="Where incidents run (kubernetes: not yet).")
+              help="Where incidents run (kubernetes: one Job per incident in namespace rollbook).")
 @click.option("--context", default=None, envvar="ROLLBOOK_CONTEXT", help="Kube context that reads (default: config).")
 @click.option("--runbooks", type=click.Path(path_type=Path), default=None, help="Folder of step notebooks.")
 @click.option("--step-timeout", type=float, default=600.0, show_default=True, help="Wall-clock bound per step (s).")
 @click.option("--grace", type=float, default=20.0, show_default=True,
               help="Seconds running incidents may finish after SIGTERM before they are interrupted.")
-def serve(listen: str, config: str | None, out: Path, workers: int, queue_bound: int, steps_: str, executor: str,
-          context: str | None, runbooks: Path | None, step_timeout: float, grace: float) -> None:
+@click.option("--preflight/--no-preflight", default=True, show_default=True,
+              help="Check the gate at start and on GET /v1/preflight (rollbook_preflight_findings).")
+def serve(listen: str, config: str | None, out: Path, workers: int, pool: int, queue_bound: int, steps_: str,
+          executor: str, context: str | None, runbooks: Path | None, step_timeout: float, grace: float,
+          preflight: bool) -> None:
     """Receive Argo's abort notifications and run the read-only steps for each (README, 'Start it from Argo')."""
     from rollbook import runner
     from rollbook.serve import service, settings
@@ -150,7 +175,8 @@ def serve(listen: str, config: str | None, out: Path, workers: int, queue_bound:
     def body() -> None:
         built = settings.build(listen=listen, config=config, out=out, workers=workers, queue=queue_bound,
                                steps=runner.parse_steps(steps_), executor=executor, context=context,
-                               runbooks=runbooks, step_timeout=step_timeout, grace=grace)
+                               runbooks=runbooks, step_timeout=step_timeout, grace=grace, pool=pool,
+                               preflight=preflight)
         sys.exit(service.serve(built))
 
     _guard(body)
@@ -188,6 +214,23 @@ def history(out: Path, namespace: str | None, rollout: str | None, metric: str |
     _guard(body)
 
 
+@main.command()
+@click.argument("record", type=click.Path(exists=True, path_type=Path))
+@click.option("--secret-file", "secret_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file of planted values (one a line) that must appear nowhere in the record (repeatable).")
+@click.option("--config", default=None, help="rollbook.yaml: every secret it references must appear nowhere either.")
+def verify(record: Path, secret_files: tuple[Path, ...], config: str | None) -> None:
+    """Check a record folder or bundle.zip: manifest hashes, schema, approvals, no secrets; exit 0 intact, 1 not."""
+    from rollbook import verify as vf
+
+    def body() -> None:
+        report = vf.verify(record, vf.secrets_from(secret_files, config))
+        click.echo(vf.text(report), nl=False)
+        sys.exit(report.exit_code)
+
+    _guard(body)
+
+
 def _finish(result: RunResult) -> None:
     """Print the summary, the record's path, the record it continued and the NEXT line; exit with the run's code."""
     run_dir = result.record_dir
@@ -203,6 +246,22 @@ def _finish(result: RunResult) -> None:
     sys.exit(result.exit_code)
 
 
+def _finish_job(done: JobOutcome) -> None:
+    """The Job's output (the run's summary), where its record is, and the run's exit code."""
+    if done.log:  # the Job's own "Incident record:" line names the path in the pod; ours follows
+        from rollbook.jobrun import RECORD_LINE
+
+        click.echo(RECORD_LINE.sub("Incident record in the Job: \\g<path> (exit \\g<code>", done.log).rstrip("\n"))
+    click.echo(f"rollbook: {done.message}", err=True)
+    if done.record_dir:
+        click.echo(f"Incident record: {done.record_dir} (exit {done.exit_code}: "
+                   f"{EXIT_MEANING.get(done.exit_code, '?')})")
+    elif done.record_on_volume:
+        click.echo(f"Incident record (on the records volume, PVC rollbook-records): {done.record_on_volume} "
+                   f"(exit {done.exit_code}: {EXIT_MEANING.get(done.exit_code, '?')})")
+    sys.exit(done.exit_code)
+
+
 def _guard(fn: object) -> None:
     """Run a command body; turn our errors into a readable message and their exit code."""
     try:
@@ -210,6 +269,11 @@ def _guard(fn: object) -> None:
     except RollbookError as e:
         click.echo(f"rollbook: {e}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # the disk filled or a folder became unwritable mid-run: one line, not a traceback
+        click.echo(f"rollbook: cannot write {e.filename or 'a file'}: {e.strerror or e}. Free space or fix the "
+                   "folder's permissions; the record may be partial (`rollbook verify` names what is missing).",
+                   err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -108,13 +108,30 @@ class Config:
     serve: Service = field(default_factory=Service)  # `rollbook serve`: token_env/token_file, options
 
 
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    """A config section: a mapping, or empty when left out."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}.")
+    return value
+
+
+def _text(value: Any, where: str) -> str | None:
+    """A string setting (URL, path, variable name), or None when left out."""
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {type(value).__name__} {str(value)[:40]!r}.")
+    return value
+
+
 def _secret(section: dict[str, Any], prefix: str, where: str) -> SecretRef:
     if section.get(prefix) not in (None, ""):
         raise ConfigError(
             f"{where}.{prefix} holds a literal secret.",
             hint=f"Use {where}.{prefix}_env (an environment variable) or {where}.{prefix}_file (a path).",
         )
-    return SecretRef(env=section.get(f"{prefix}_env"), file=section.get(f"{prefix}_file"))
+    return SecretRef(env=_text(section.get(f"{prefix}_env"), f"{where}.{prefix}_env"),
+                     file=_text(section.get(f"{prefix}_file"), f"{where}.{prefix}_file"))
 
 
 def _service(section: Any, where: str, *, secret: str = "token", user: str | None = None) -> Service:
@@ -130,7 +147,7 @@ def _service(section: Any, where: str, *, secret: str = "token", user: str | Non
         if any(word in key for word in _SECRET_WORDS):
             raise ConfigError(f"{where}.{key} looks like a secret.", hint="Reference it with *_env or *_file.")
     return Service(
-        url=section.get("url"),
+        url=_text(section.get("url"), f"{where}.url"),
         secret=_secret(section, secret, where),
         user=_secret(section, user, where) if user else SecretRef(),
         options=options,
@@ -161,10 +178,13 @@ def parse(raw: dict[str, Any], *, path: Path | None = None) -> Config:
     if unknown:
         raise ConfigError(f"Unknown config section(s) {unknown} in {path or 'config'}.",
                           hint=f"Known sections: {sorted(known)}.")
-    kube = raw.get("kube") or {}
-    grafana = raw.get("grafana") or {}
-    esc = raw.get("escalation") or {}
-    ticket = raw.get("ticket") or {}
+    kube, grafana = _mapping(raw.get("kube"), "kube"), _mapping(raw.get("grafana"), "grafana")
+    esc, ticket = _mapping(raw.get("escalation"), "escalation"), _mapping(raw.get("ticket"), "ticket")
+    for key in ("kubeconfig", "read_context", "action_context"):
+        _text(kube.get(key), f"kube.{key}")
+    if not isinstance(grafana.get("panels") or [], list):
+        raise ConfigError(f"grafana.panels must be a list, got {type(grafana['panels']).__name__}.")
+    _text(_mapping(raw.get("record"), "record").get("link_base"), "record.link_base")
     return Config(
         path=path,
         mc=_service(raw.get("mc"), "mc"),

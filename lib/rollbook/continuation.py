@@ -41,7 +41,7 @@ class Earlier:
 def find_earlier(out: Path, incident: str, namespace: str, rollout: str) -> Earlier | None:
     """The newest finished record of `incident` for this Rollout under `out` (made by `run` or a service).
 
-    Only folders with a record.json count: one still being written (no record.json yet) is not taken."""
+    Only finished records count: one still being written (its record.json says `interrupted`) is not taken."""
     parent = Path(out) / check_incident(incident)
     found = []
     for doc_path in parent.glob("*/record.json"):
@@ -49,7 +49,9 @@ def find_earlier(out: Path, incident: str, namespace: str, rollout: str) -> Earl
             doc = json.loads(doc_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(doc, dict) and doc.get("namespace") == namespace and doc.get("rollout") == rollout:
+        if not isinstance(doc, dict) or doc.get("status") == "interrupted":
+            continue  # a run under way (or killed): its steps are not a finished first look
+        if doc.get("namespace") == namespace and doc.get("rollout") == rollout:
             found.append(Earlier(doc_path.parent, doc))
     return max(found, key=lambda e: (str(e.document.get("started_at") or ""), e.path.name), default=None)
 

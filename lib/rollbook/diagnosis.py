@@ -14,6 +14,11 @@ from typing import Any, Literal
 
 from rollbook.cluster.models import AnalysisRunInfo, MetricResult, PodInfo, ReplicaSetInfo, RolloutView
 from rollbook.evidence import Verdict, parse_verdict
+from rollbook.rollback_state import STARTING_REASONS as STARTING_REASONS  # re-exported: the steps read dx.*
+from rollbook.rollback_state import kept_canary as kept_canary
+from rollbook.rollback_state import pod_starting as pod_starting
+from rollbook.rollback_state import rollback_complete as rollback_complete
+from rollbook.rollback_state import rollback_progressing as rollback_progressing
 
 Trigger = Literal["evidence", "slo", "evidence+slo", "error", "other", "none"]
 MetricKind = Literal["evidence", "slo", "other"]
@@ -141,6 +146,7 @@ class EvidenceInRun:
     error_message: str | None
     json_path: str | None
     explanation: str
+    measured_at: str | None = None  # when the last measurement finished (the stored verdict's time)
 
 
 def evidence_in_run(run: AnalysisRunInfo | None) -> EvidenceInRun:
@@ -160,9 +166,10 @@ def evidence_in_run(run: AnalysisRunInfo | None) -> EvidenceInRun:
         except Exception:  # noqa: BLE001 - a malformed value is reported below, never fatal
             verdict = None
     error_message = (last.message if last else None) or metric.message
+    measured_at = (last.finished_at or last.started_at) if last else None
     if verdict is not None:
         return EvidenceInRun(metric.name, metric.phase, value, verdict, verdict.reason, False, error_message,
-                             json_path, "MC's reason was read from the measurement value.")
+                             json_path, "MC's reason was read from the measurement value.", measured_at)
     lost = value is not None and value.strip().lower() in ("true", "false")
     if lost:
         why = (f"The template's jsonPath {json_path or '(unknown)'} kept only `{value}`: MC's reason was lost "
@@ -171,7 +178,7 @@ def evidence_in_run(run: AnalysisRunInfo | None) -> EvidenceInRun:
         why = f"The measurement errored ({error_message}); MC gave no verdict to Argo."
     else:
         why = "The measurement carries no MC verdict."
-    return EvidenceInRun(metric.name, metric.phase, value, None, None, lost, error_message, json_path, why)
+    return EvidenceInRun(metric.name, metric.phase, value, None, None, lost, error_message, json_path, why, measured_at)
 
 
 def run_args(run: AnalysisRunInfo | None) -> dict[str, str]:
@@ -245,50 +252,6 @@ def image_tag(image: str | None) -> str | None:
     return last.split(":", 1)[1] if ":" in last else None
 
 
-def rollback_complete(view: RolloutView) -> tuple[bool, list[str]]:
-    """Traffic back on stable: weight 0 and the canary scaled down, stable fully available."""
-    problems = []
-    canary, stable = view.canary_rs, view.stable_rs
-    if view.set_weight not in (None, 0) and view.aborted:
-        problems.append(f"canary weight is still {view.set_weight}")
-    if canary is not None and stable is not None and canary.uid != stable.uid and canary.available > 0:
-        problems.append(f"canary ReplicaSet {canary.name} still has {canary.available} available pod(s)")
-    if stable is None:
-        problems.append("no stable ReplicaSet found")
-    elif stable.available < stable.desired or stable.desired == 0:
-        problems.append(f"stable ReplicaSet {stable.name} has {stable.available}/{stable.desired} available")
-    return not problems, problems
-
-
-STARTING_REASONS = ("ContainerCreating", "PodInitializing")
-
-
-def pod_starting(pod: PodInfo) -> bool:
-    """Not Ready only because it is still starting: no restarts, waiting only to be created (or Pending)."""
-    if pod.is_ready or pod.restarts:
-        return False
-    waiting = [c.reason for c in pod.containers if c.state == "waiting"]
-    if waiting:
-        return all(r in STARTING_REASONS for r in waiting)
-    return pod.phase == "Pending" and not any(c.state == "terminated" for c in pod.containers)
-
-
-def rollback_progressing(view: RolloutView) -> bool:
-    """Whether waiting can help: the canary still has pods to scale down, or stable pods are still starting.
-
-    Stable pods that fail (restarts, CrashLoopBackOff, ImagePullBackOff) will not fix themselves: no wait."""
-    canary, stable = view.canary_rs, view.stable_rs
-    if canary is not None and stable is not None and canary.uid != stable.uid and canary.available > 0:
-        return True
-    if stable is None:
-        return False
-    pods = stable.pods
-    failing = [p for p in pods if not p.is_ready and not pod_starting(p)]
-    if failing:
-        return False
-    return any(pod_starting(p) for p in pods) or stable.available < stable.desired
-
-
 def progressing_condition(view: RolloutView) -> dict[str, Any]:
     """The Rollout's Progressing condition (reason RolloutAborted after an abort)."""
     for cond in (view.raw.get("status") or {}).get("conditions") or []:
@@ -344,7 +307,8 @@ def replicaset_rows(view: RolloutView) -> list[dict[str, Any]]:
 
 
 DEFAULT_RELEASE_LABEL = "release-id"
-_LABEL_FIELD = re.compile(r"labels\[['\"]([^'\"]+)['\"]\]")
+# `labels['KEY']` (common in docs) or the dot form `labels.KEY` Argo's extractValueFromRollout resolves
+_LABEL_FIELD = re.compile(r"labels\[['\"]([^'\"]+)['\"]\]|labels\.([^.\[\]]+)$")
 
 
 @dataclass(frozen=True)
@@ -360,8 +324,8 @@ def release_label(view: RolloutView) -> ReleaseLabel:
     """The release label the analysis is wired to: the label a step's analysis argument reads by fieldRef.
 
     The playbook says `release-id`; teams use their own keys (`app.example/release`). The Rollout's own
-    analysis args say which (``valueFrom.fieldRef.fieldPath: metadata.labels['KEY']`` or
-    ``spec.template.metadata.labels['KEY']``); an argument named like a release wins over others.
+    analysis args say which (``valueFrom.fieldRef.fieldPath: spec.template.metadata.labels.KEY``, or the
+    bracket form ``labels['KEY']``); an argument named like a release wins over others.
     """
     strategy = (view.raw.get("spec") or {}).get("strategy") or {}
     canary, bg = strategy.get("canary") or {}, strategy.get("blueGreen") or {}
@@ -373,7 +337,7 @@ def release_label(view: RolloutView) -> ReleaseLabel:
         for arg in analysis.get("args") or []:
             path = str((((arg.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")) or "")
             if (m := _LABEL_FIELD.search(path)) is not None:
-                found.append((m.group(1), str(arg.get("name") or "")))
+                found.append((m.group(1) or m.group(2), str(arg.get("name") or "")))
     found.sort(key=lambda f: ("release" not in f[1].lower(), "release" not in f[0].lower()))
     if found:
         key, arg = found[0]

@@ -105,7 +105,8 @@ PERMISSIONS: tuple[Permission, ...] = (
                "canary and stable pod logs are evidence too (`kubectl logs`)", need="warn"),
     Permission("list", "", "events", "", ("1", "2", "5"), VIEWER,
                "RolloutAborted and AnalysisRunFailed events: the abort's first time and count, the run's name "
-               "after it was garbage-collected", need="warn"),
+               "after it was garbage-collected; the run's snapshot lists them first, so without it every step "
+               "errors (tests/integration/test_rbac_proof.py)"),
     Permission("get", "apps", "deployments", "", (PREFLIGHT,), VIEWER,
                "the pod template of a workloadRef Rollout (its release label)", need="info", when=WORKLOAD_REF),
     Permission("get", "", "configmaps", "", (PREFLIGHT,), VIEWER,
@@ -118,6 +119,14 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("patch", _ARGO, "rollouts", "", ("4",), OPERATOR,
                "undo JSON-patches `/spec/template` (plugin cmd/undo/undo.go); retry falls back to the main "
                "resource when the status subresource answers NotFound"),
+    Permission("create", "coordination.k8s.io", "leases", "", ("4",), OPERATOR,
+               "the Lease `rollbook-<rollout>` held around a retry or undo, so two runners never both mutate"),
+    Permission("get", "coordination.k8s.io", "leases", "", ("4",), OPERATOR,
+               "who holds the Lease (named in the refusal), and whether it expired"),
+    Permission("update", "coordination.k8s.io", "leases", "", ("4",), OPERATOR,
+               "take over a Lease whose holder died (expired)"),
+    Permission("delete", "coordination.k8s.io", "leases", "", ("4",), OPERATOR,
+               "release the Lease after the mutation (else it expires after 60 s)", need="warn"),
     Permission("patch", "apps", "deployments", "", ("4",), OPERATOR,
                "the undo of a workloadRef Rollout reverts the referenced Deployment's template (plugin "
                "cmd/undo/undo.go undoWorkloadRef); rollbook names it, whoever acts needs this",
@@ -134,11 +143,28 @@ def rows_for(identity: Identity, *, workload_ref: bool = False, steps_only: bool
 
 
 def markdown_table() -> str:
-    """The README's permission table, generated from :data:`PERMISSIONS`."""
-    lines = ["| identity | verb | API group | resource | steps | without it | why |", "|---|---|---|---|---|---|---|"]
+    """The README's permission table, generated from :data:`PERMISSIONS` (README: `python -m rollbook.permissions`)."""
+    lines = ["| identity | verb | API group | resource | steps | without it | deploy/ role | why |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in PERMISSIONS:
         names = f" (`{', '.join(p.resource_names)}`)" if p.resource_names else ""
         when = " (workloadRef only)" if p.when == WORKLOAD_REF else ""
         lines.append(f"| {p.identity} | {p.verb} | {p.group_label} | `{p.resource_path}`{names}{when} | "
-                     f"{', '.join(p.steps)} | {p.need} | {p.why} |")
+                     f"{', '.join(p.steps)} | {p.need} | `{role_of(p)}` | {p.why} |")
     return "\n".join(lines)
+
+
+CLUSTER_SCOPED = frozenset({"clusteranalysistemplates"})  # a RoleBinding cannot grant these
+
+
+def role_of(p: Permission) -> str:
+    """The ClusterRole of deploy/rbac.yaml that holds a row (tests/unit/test_deploy.py checks the YAML)."""
+    if p.steps == (PREFLIGHT,):
+        return "rollbook-preflight"
+    if p.identity == OPERATOR:
+        return "rollbook-operator-workloadref" if p.when == WORKLOAD_REF else "rollbook-operator"
+    return "rollbook-viewer-cluster" if p.resource in CLUSTER_SCOPED else "rollbook-viewer"
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates the README's table
+    print(markdown_table())

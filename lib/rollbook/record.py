@@ -6,24 +6,29 @@ or the cluster: the runner hands it step results and a snapshot dict; it writes 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import secrets as _random
 import threading
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from rollbook import atomic
 from rollbook.errors import ParameterError
 
 # re-exported: the record's scrubbing lives in rollbook.redact
+from rollbook.mc_words import summary_lines
 from rollbook.redact import MIN_SECRET_LEN as MIN_SECRET_LEN
 from rollbook.redact import REDACTED as REDACTED
 from rollbook.redact import Redactor as Redactor
+
+# re-exported: sealing (bundle, manifest) lives in rollbook.seal
+from rollbook.seal import verify_manifest as verify_manifest
+from rollbook.seal import write_bundle as write_bundle
+from rollbook.seal import write_manifest as write_manifest
 
 SCHEMA = 1
 STEP_RESULT_MIME = "application/vnd.rollbook.step-result.v1+json"
@@ -55,7 +60,6 @@ FINDINGS_KEYS: tuple[str, ...] = (
 
 _INCIDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
-_SEALED = ("bundle.zip", "manifest.json")
 
 
 @dataclass(frozen=True)
@@ -166,10 +170,7 @@ def results_document(steps: Sequence[StepResult]) -> dict[str, Any]:
 def write_results(run_dir: Path, steps: Sequence[StepResult]) -> Path:
     """Write results.json atomically so a step reading it never sees half a file."""
     path = Path(run_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(_dumps(results_document(steps)), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic.write_text(path, _dumps(results_document(steps)))
 
 
 def read_results(run_dir: str | Path) -> dict[str, Any]:
@@ -188,8 +189,7 @@ def write_snapshot(run_dir: Path, objects: Mapping[str, Any]) -> list[Path]:
     paths = []
     for name, obj in objects.items():
         path = folder / f"{_SAFE_NAME_RE.sub('_', name).strip('._') or 'object'}.json"
-        path.write_text(_dumps(obj), encoding="utf-8")
-        paths.append(path)
+        paths.append(atomic.write_text(path, _dumps(obj)))
     return paths
 
 
@@ -262,8 +262,9 @@ def _summary_cause(f: Mapping[str, Any]) -> list[str]:
         "## Cause", "",
         f"- Rollout phase: {_say(f['phase'])} — {_say(f['status_message'])}",
         f"- Trigger: {_say(f['trigger'])}; failed metrics: {_say(f['failed_metrics'])}",
-        f"- Mission Control reason: {_say(f['mc_reason'])}", "",
+        *summary_lines(f), "",
     ]
+
 
 
 def _summary_evidence(f: Mapping[str, Any], steps: Sequence[StepResult]) -> list[str]:
@@ -427,49 +428,21 @@ def render_report(info: RunInfo, steps: Sequence[StepResult], run_dir: Path) -> 
 
 # --------------------------------------------------------------------------- sealing
 
+def write_progress(run_dir: Path, info: RunInfo, steps: Sequence[StepResult], redactor: Redactor) -> Path:
+    """record.json while the run is under way: it says `interrupted` until write_record replaces it.
 
-def _record_files(run_dir: Path) -> list[Path]:
-    """Every file of the record except the bundle and manifest themselves, sorted."""
-    return sorted(p for p in run_dir.rglob("*")
-                  if p.is_file() and p.relative_to(run_dir).as_posix() not in _SEALED)
-
-
-def write_bundle(run_dir: Path) -> Path:
-    """bundle.zip: every record file (not the manifest, which hashes the bundle)."""
-    path = run_dir / "bundle.zip"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for f in _record_files(run_dir):
-            zf.write(f, f.relative_to(run_dir).as_posix())
-    return path
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 16), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_manifest(run_dir: Path) -> Path:
-    """manifest.json: sha256 of every file in the record, the bundle included."""
-    files = [*_record_files(run_dir), run_dir / "bundle.zip"]
-    doc = {"schema": SCHEMA, "algorithm": "sha256",
-           "files": {f.relative_to(run_dir).as_posix(): _sha256(f) for f in files if f.exists()}}
-    path = run_dir / "manifest.json"
-    path.write_text(_dumps(doc), encoding="utf-8")
-    return path
-
-
-def verify_manifest(run_dir: Path) -> list[str]:
-    """Files whose content no longer matches manifest.json, or that are missing or unlisted."""
+    Written when the run starts and after every step (atomically; the snapshot and the finished steps'
+    notebooks are scrubbed first, never a notebook a kernel is still writing), so a runner killed mid-run
+    leaves a record that parses and lists every step that finished; `rollbook verify` names what is missing."""
     run_dir = Path(run_dir)
-    listed: dict[str, str] = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["files"]
-    bad = [name for name, digest in listed.items()
-           if not (run_dir / name).is_file() or _sha256(run_dir / name) != digest]
-    present = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
-    return sorted(bad + [n for n in present - set(listed) if n != "manifest.json"])
+    if (run_dir / "snapshot").is_dir():
+        redactor.scrub_tree(run_dir / "snapshot")
+    for s in steps:
+        if (run_dir / s.notebook).is_file():
+            redactor.scrub_file(run_dir / s.notebook)
+    doc = record_document(info, steps) | {"status": "interrupted", "finished_at": None, "exit_code": None,
+                                          "partial": True}
+    return atomic.write_text(run_dir / "record.json", redactor.scrub(_dumps(doc)))
 
 
 def write_record(
@@ -479,9 +452,9 @@ def write_record(
     run_dir = Path(run_dir)
     redactor = Redactor(secrets)
     redactor.scrub_tree(run_dir)  # notebooks, snapshot, results: before anything is derived from them
-    (run_dir / "record.json").write_text(_dumps(record_document(info, steps)), encoding="utf-8")
-    (run_dir / "summary.md").write_text(render_summary(info, steps), encoding="utf-8")
-    (run_dir / "report.html").write_text(render_report(info, steps, run_dir), encoding="utf-8")
+    atomic.write_text(run_dir / "record.json", _dumps(record_document(info, steps) | {"status": "complete"}))
+    atomic.write_text(run_dir / "summary.md", render_summary(info, steps))
+    atomic.write_text(run_dir / "report.html", render_report(info, steps, run_dir))
     redactor.scrub_tree(run_dir)  # what was just derived (parameters, reasons) may quote a secret
     write_bundle(run_dir)
     write_manifest(run_dir)

@@ -7,6 +7,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from rollbook import atomic
+
 REDACTED = "[REDACTED]"
 # Secrets shorter than this are not scrubbed: replacing a 2-letter string would mangle every file.
 MIN_SECRET_LEN = 6
@@ -29,6 +31,15 @@ class Redactor:
     def __repr__(self) -> str:
         return f"Redactor(<{len(self._forms)} forms>)"
 
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """Every form of every secret it replaces (raw, JSON- and HTML-escaped), longest first."""
+        return tuple(self._forms)
+
+    def found_in(self, data: bytes) -> bool:
+        """True if any form of a known secret occurs in `data`."""
+        return any(form.encode("utf-8") in data for form in self._forms)
+
     def scrub(self, text: str) -> str:
         """Text with every known secret replaced by [REDACTED]."""
         for form in self._forms:
@@ -42,9 +53,12 @@ class Redactor:
         for form in self._forms:
             new = new.replace(form.encode("utf-8"), REDACTED.encode("utf-8"))
         if new != data:
-            path.write_bytes(new)
+            atomic.write_bytes(path, new)
         return new != data
 
     def scrub_tree(self, root: Path) -> list[Path]:
         """Scrub every file under root; the files that held a secret."""
-        return [p for p in sorted(Path(root).rglob("*")) if p.is_file() and self.scrub_file(p)]
+        if not self._forms:
+            return []
+        return [p for p in sorted(Path(root).rglob("*"))
+                if p.is_file() and not atomic.is_temp(p.name) and self.scrub_file(p)]

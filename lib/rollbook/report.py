@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rollbook.mc_words import finding_quote
 from rollbook.record import (
     EXIT_MEANING,
     STEP_RESULT_MIME,
@@ -99,8 +100,8 @@ def cause(f: Mapping[str, Any]) -> str:
 
 def mc_reason(f: Mapping[str, Any]) -> str:
     """MC's reason in its words, or why there is none."""
-    if f.get("mc_reason"):
-        return str(f["mc_reason"])
+    if f.get("mc_reason") or f.get("mc_recorded"):
+        return finding_quote(f)
     if f.get("trigger") == "slo":
         return "none: the evidence gate passed (the SLO checks failed)"
     return "not established"

@@ -165,6 +165,7 @@ class ServeProcess:
     serve_options: dict[str, Any] = field(default_factory=dict)
     token: str = field(default_factory=lambda: uuid.uuid4().hex + uuid.uuid4().hex)
     relative: bool = False  # --config and --out as a user types them, relative to the working directory
+    extra_args: tuple[str, ...] = ()  # e.g. ("--executor", "kubernetes", "--context", "sandbox")
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
 
@@ -198,7 +199,7 @@ class ServeProcess:
             [sys.executable, "-m", "rollbook.cli", "serve", "--listen", "127.0.0.1:0", "--config",
              self.config().name if self.relative else str(self.config()),
              "--out", self.out.name if self.relative else str(self.out), "--workers", str(self.workers), "--queue", str(self.queue), "--steps", self.steps,
-             "--grace", str(self.grace)], env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+             "--grace", str(self.grace), *self.extra_args], env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
         wait_for(lambda: ready.exists() or self.proc.poll() is not None, timeout, "rollbook serve to listen")  # type: ignore[union-attr]
         if not ready.exists():
             raise AssertionError(f"rollbook serve exited {self.proc.returncode}: {self.log()[-2000:]}")

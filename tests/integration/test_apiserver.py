@@ -67,6 +67,7 @@ def test_discovery_documents(h: Harness) -> None:
     assert groups == {"apps": "apps/v1", "argoproj.io": "argoproj.io/v1alpha1", "batch": "batch/v1",
                       "autoscaling": "autoscaling/v2", "policy": "policy/v1",
                       "networking.k8s.io": "networking.k8s.io/v1",
+                      "rbac.authorization.k8s.io": "rbac.authorization.k8s.io/v1",
                       "authorization.k8s.io": "authorization.k8s.io/v1",
                       "authentication.k8s.io": "authentication.k8s.io/v1"}
     core = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}

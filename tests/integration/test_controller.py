@@ -190,12 +190,18 @@ def test_a_short_mc_blip_is_retried_and_the_release_passes(sandbox_factory: Call
     wait_until(lambda: rollout(sb, "billing", "billing-api")["status"].get("phase") == "Healthy")
 
 
-def test_release_id_comes_from_the_canary_pod_template(sandbox_factory: Callable[..., Sandbox],
-                                                       wait_until: Wait) -> None:
+def test_a_retry_asks_mc_about_the_release_its_argument_carries(sandbox_factory: Callable[..., Sandbox],
+                                                                wait_until: Wait) -> None:
+    # as Argo: the web URL is filled from the run's own args, so a retry does not repair a wrong argument
+    # (here the Rollout's own stale release-id label) by reading the canary's pod template instead
     sb = sandbox_factory("release-mismatch")
+    old = sb.store.get("analysisruns", "search", "search-api-6c9f4b8d7-7-2")
+    arg = next(a["value"] for a in old["spec"]["args"] if a["name"] == "release-id")
+    canary = sb.store.get("rollouts", "search", "search-api")["spec"]["template"]["metadata"]["labels"]["release-id"]
+    assert arg != canary
     set_abort(sb, "search", "search-api", False)
     new = wait_until(lambda: finished(sb, "search", "search-api-6c9f4b8d7-7-2.1"))
-    assert json.loads(metric(new, "mc-evidence-ok")["measurements"][-1]["value"])["release_id"] == "search-api-5.2.0"
+    assert json.loads(metric(new, "mc-evidence-ok")["measurements"][-1]["value"])["release_id"] == arg
 
 
 def test_rollback_loop_retry_gets_the_next_collision_suffix(sandbox_factory: Callable[..., Sandbox],

@@ -83,8 +83,10 @@ def test_library_asks_each_identity_of_the_config(sandbox_factory: Callable[...,
     bad = run_preflight("default", config=_config(sb, tmp_path, read_context="sandbox-viewer",
                                                   action_context="sandbox-viewer"))
     denied = {f.field: f for f in bad.by_id("permission")}
-    assert set(denied) == {"patch rollouts/status (argoproj.io)", "patch rollouts (argoproj.io)"}
-    assert all(f.severity == "error" and f.step == "4" and f.object == "Context/sandbox-viewer" for f in denied.values())
+    assert set(denied) == {"patch rollouts/status (argoproj.io)", "patch rollouts (argoproj.io)",
+                           *(f"{verb} leases (coordination.k8s.io)" for verb in ("create", "update", "delete"))}
+    assert all(f.severity == ("warn" if f.field.startswith("delete leases") else "error") and f.step == "4"
+               and f.object == "Context/sandbox-viewer" for f in denied.values())
     assert bad.exit_code == 1
 
     by_default = run_preflight("default", context="sandbox-viewer", config=_config(sb, tmp_path))

@@ -246,8 +246,9 @@ def test_refuses_to_start_without_a_token_or_with_a_mutating_step(world: Sandbox
     token_env = env | {"ROLLBOOK_SERVE_TOKEN": "t" * 32}
     res = _serve(["--config", str(bare), "--steps", "1,4"], tmp_path, token_env)
     assert res.returncode == 2 and "never mutates" in res.stderr
-    res = _serve(["--config", str(bare), "--executor", "kubernetes"], tmp_path, token_env)
-    assert res.returncode == 2 and "not available yet" in res.stderr
+    res = _serve(["--config", str(bare), "--executor", "kubernetes", "--context", "no-such-context"], tmp_path,
+                 token_env)
+    assert res.returncode == 2 and "cannot submit Jobs" in res.stderr and "no-such-context" in res.stderr
     assert not (tmp_path / "o").exists()
 
 
@@ -279,3 +280,21 @@ def test_relative_config_and_out_as_a_user_types_them(world: Sandbox, tmp_path: 
         assert Path(done["record"]).is_absolute() and Path(done["record"]).is_relative_to(svc.out)
     finally:
         svc.stop()
+
+
+def test_preflight_runs_at_start_and_on_request(service: ServeProcess, world: Sandbox) -> None:
+    # issue 10: the team sees what will break the playbook before the first abort, from the service itself
+    from rollbook.preflight.run import run_preflight
+
+    assert service.get("/v1/preflight", auth=False).status_code == 401
+    served = wait_for(lambda: (r := service.get("/v1/preflight").json())["status"] in ("done", "failed") and r,
+                      60, "the start-up preflight to finish", interval=0.2)
+    assert served["status"] == "done" and served["findings"], served
+    direct = run_preflight(all_namespaces=True, config=str(service.config()))
+    assert sorted((f["id"], f["object"], f["field"]) for f in served["findings"]) == \
+        sorted((f.id, f.object, f.field) for f in direct.findings)
+    assert served["summary"] == direct.counts and served["exit_code"] == direct.exit_code
+    for severity, count in direct.counts.items():
+        assert _metric(service, "rollbook_preflight_findings", severity=severity) == count
+    first = served["checked_at"]
+    assert service.get("/v1/preflight?refresh=1").json()["checked_at"] == first  # bounded: one check per 30 s

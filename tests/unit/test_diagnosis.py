@@ -257,3 +257,31 @@ def test_waiting_helps_only_while_the_rollback_is_moving() -> None:
     assert dx.rollback_progressing(view(pod("s1", "a"), pod("s1", "b"), pod("c1", "c"), canary=1)) is True
     assert dx.rollback_progressing(view(pod("s1", "a"), crashlooping("s1", "b"))) is False
     assert dx.pod_starting(build_view(rollout(), [stable_rs], [starting("s1", "x")], [], []).stable_rs.pods[0])
+
+
+def test_release_label_reads_the_dot_form_argo_resolves() -> None:
+    ro = rollout(labels={"release-id": "web-2.0"})
+    ro["spec"]["strategy"] = {"canary": {"steps": [{"analysis": {"args": [
+        {"name": "release-id", "valueFrom": {"fieldRef": {"fieldPath": "spec.template.metadata.labels.release-id"}}}],
+        "analysisRunMetadata": {"labels": {"rollout": "web"}}}}]}}
+    view = build_view(ro, [], [], [], [])
+    assert dx.release_label(view).key == "release-id" and dx.release_label(view).arg == "release-id"
+    assert "analysis argument 'release-id'" in dx.release_label(view).source
+
+
+def _kept(**canary: Any) -> Any:
+    ro = rollout()
+    ro["spec"]["strategy"]["canary"].update(canary)
+    pods = [pod("c1", "c-a"), pod("s1", "s-a"), pod("s1", "s-b")]
+    return view_with(ro=ro, pods=pods, canary_available=1)
+
+
+def test_a_canary_kept_by_abort_scale_down_delay_zero_is_a_complete_rollback() -> None:
+    routed = {"trafficRouting": {"nginx": {"stableIngress": "web"}}}
+    kept = dx.kept_canary(_kept(abortScaleDownDelaySeconds=0, **routed))
+    assert kept is not None and kept.available == 1 and "abortScaleDownDelaySeconds: 0" in kept.sentence()
+    assert dx.rollback_complete(_kept(abortScaleDownDelaySeconds=0, **routed)) == (True, [])
+    assert dx.rollback_progressing(_kept(abortScaleDownDelaySeconds=0, **routed)) is False
+    # a delay still running, or no traffic routing (0 there means "at once"): the canary must still go
+    for spec in ({"abortScaleDownDelaySeconds": 30, **routed}, {"abortScaleDownDelaySeconds": 0}, dict(routed)):
+        assert dx.kept_canary(_kept(**spec)) is None and dx.rollback_complete(_kept(**spec))[0] is False

@@ -23,3 +23,20 @@ def test_retry_window_follows_go_retryablehttp_backoff() -> None:
     assert retry_window({"retryMax": 0}) == (3, 7.0)  # 0 means the default (pkg/services/webhook.go)
     assert retry_window({"retryMax": 15}) == (15, 1 + 2 + 4 + 5 * 12)
     assert retry_window({"retryMax": 5, "retryWaitMin": 2_000_000_000, "retryWaitMax": "30s"}) == (5, 2 + 4 + 8 + 16 + 30)
+
+
+def test_fix_snippets_name_templates_rollbook_ships() -> None:
+    # a fix that tells the user to send a template deploy/ does not define would trigger nothing
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    import rollbook.preflight.rules_notify as rules
+
+    root = Path(__file__).parents[2]
+    shipped = next(d for d in yaml.safe_load_all((root / "deploy" / "argo-notifications.yaml").read_text())
+                   if d and d.get("kind") == "ConfigMap")["data"]
+    sent = {n.strip() for names in re.findall(r"send: \[([^\]]+)\]", Path(rules.__file__).read_text())
+            for n in names.split(",")}
+    assert sent and all(f"template.{n}" in shipped for n in sent), (sent, sorted(shipped))

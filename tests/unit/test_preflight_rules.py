@@ -311,7 +311,9 @@ def test_every_finding_field_documented_in_interfaces_is_present() -> None:
 def test_the_operator_holds_every_viewer_row_and_the_table_is_complete() -> None:
     viewer, operator = set(rows_for("viewer")), set(rows_for("operator"))
     assert viewer < operator
-    assert {(p.verb, p.resource_path) for p in operator - viewer} == {("patch", "rollouts/status"), ("patch", "rollouts")}
+    assert {(p.verb, p.resource_path) for p in operator - viewer} == {
+        ("patch", "rollouts/status"), ("patch", "rollouts"),
+        *((verb, "leases") for verb in ("create", "get", "update", "delete"))}  # the Lease around a mutation
     assert all(p.why and p.steps for p in PERMISSIONS)
 
 

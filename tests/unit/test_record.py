@@ -110,13 +110,16 @@ def test_manifest_hashes_every_file_and_detects_tampering(run_dir: Path) -> None
     assert record.verify_manifest(run_dir) == ["snapshot/new.json", "summary.md"]
 
 
-def test_bundle_holds_everything_but_itself_and_the_manifest(run_dir: Path) -> None:
+def test_bundle_holds_everything_but_itself_and_its_own_manifest_of_those_files(run_dir: Path) -> None:
     record.write_record(run_dir, _info(), _steps())
     with zipfile.ZipFile(run_dir / "bundle.zip") as zf:
         inside = set(zf.namelist())
         assert zf.read("record.json") == (run_dir / "record.json").read_bytes()
+        inner = json.loads(zf.read("manifest.json"))["files"]
+        assert {n: hashlib.sha256(zf.read(n)).hexdigest() for n in inside - {"manifest.json"}} == inner
     on_disk = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
-    assert inside == on_disk - {"bundle.zip", "manifest.json"}
+    assert inside - {"manifest.json"} == on_disk - {"bundle.zip", "manifest.json"}
+    assert zipfile.ZipFile(run_dir / "bundle.zip").read("manifest.json") != (run_dir / "manifest.json").read_bytes()
 
 
 def test_planted_secret_is_in_no_output_file(run_dir: Path) -> None:

@@ -94,3 +94,15 @@ def test_table_cells_are_readable_and_wrap() -> None:
     rendered = table({"loop": {"revision": 7, "failed_runs": ("a",)}, "note": "<b>x</b>"}).to_html()
     assert "{&#x27;" not in rendered and "{'" not in rendered and "('" not in rendered
     assert "white-space: pre-wrap" in rendered and "&lt;b&gt;x&lt;/b&gt;" in rendered
+
+
+def test_mc_reason_on_top_carries_its_source_and_time_when_the_record_has_them() -> None:
+    steps = _steps()
+    steps[1].findings.update(mc_reason_from="stored in AnalysisRun api-7-0, measured 2026-08-21T10:15:02Z")
+    assert report.answer(_info(), steps)["MC's reason"] == (
+        '"missing required evidence: test-report <junit>" (stored in AnalysisRun api-7-0, measured 2026-08-21T10:15:02Z)')
+    steps[1].findings.update(mc_reason=None, mc_reason_from=None, mc_recorded="mc-evidence-ok is Error: all 5 errored",
+                             mc_now="MC now passes release api-1.2 (MC live, asked 2026-08-21T10:20:00Z)")
+    assert report.answer(_info(), steps)["MC's reason"] == (
+        "none recorded by the AnalysisRun (mc-evidence-ok is Error: all 5 errored); "
+        "MC now passes release api-1.2 (MC live, asked 2026-08-21T10:20:00Z)")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rollbook.cluster import lease
 from rollbook.cluster.connect import Cluster, Response, Target
 from rollbook.cluster.rollout import HASH_LABEL, fetch_replicasets, revision_of
-from rollbook.errors import NotFound, PreconditionError
+from rollbook.errors import Forbidden, NotFound, PreconditionError
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -68,20 +69,46 @@ class ActionResult:
 
 
 def retry(cluster: Cluster, namespace: str, name: str, *, dry_run: bool = False,
-          expected_resource_version: str | None = None) -> ActionResult:
+          expected_resource_version: str | None = None, holder: str | None = None) -> ActionResult:
     """``kubectl argo rollouts retry rollout NAME``: status.abort=false (Argo re-runs the same release)."""
-    return _set_abort(cluster, namespace, name, False, "retry", dry_run, expected_resource_version)
+    return _guarded(cluster, namespace, name, dry_run, holder,
+                    lambda dry: _set_abort(cluster, namespace, name, False, "retry", dry, expected_resource_version))
 
 
 def abort(cluster: Cluster, namespace: str, name: str, *, dry_run: bool = False,
-          expected_resource_version: str | None = None) -> ActionResult:
+          expected_resource_version: str | None = None, holder: str | None = None) -> ActionResult:
     """``kubectl argo rollouts abort NAME``: status.abort=true."""
-    return _set_abort(cluster, namespace, name, True, "abort", dry_run, expected_resource_version)
+    return _guarded(cluster, namespace, name, dry_run, holder,
+                    lambda dry: _set_abort(cluster, namespace, name, True, "abort", dry, expected_resource_version))
 
 
 def undo(cluster: Cluster, namespace: str, name: str, to_revision: int | None = None, *, dry_run: bool = False,
-         expected_resource_version: str | None = None) -> ActionResult:
+         expected_resource_version: str | None = None, holder: str | None = None) -> ActionResult:
     """``kubectl argo rollouts undo NAME [--to-revision N]``: put a ReplicaSet's template back in the spec."""
+    return _guarded(cluster, namespace, name, dry_run, holder,
+                    lambda dry: _undo(cluster, namespace, name, to_revision, dry, expected_resource_version))
+
+
+def _guarded(cluster: Cluster, namespace: str, name: str, dry_run: bool, holder: str | None,
+             send: Callable[[bool], ActionResult]) -> ActionResult:
+    """A real mutation (read, version check, PATCH) inside the Rollout's Lease; a dry run needs none.
+
+    An identity that may not hold the Lease is asked the same change as a server-side dry run first: if
+    that is forbidden too, the error names the Rollout (the permission that matters most), else the Lease."""
+    if dry_run:
+        return send(True)
+    try:
+        with lease.held(cluster, namespace, name, holder):
+            return send(False)
+    except Forbidden as e:
+        if e.kind != "Lease":
+            raise
+        send(True)  # raises the Rollout's own Forbidden when the identity may not patch it either
+        raise
+
+
+def _undo(cluster: Cluster, namespace: str, name: str, to_revision: int | None, dry_run: bool,
+          expected_resource_version: str | None) -> ActionResult:
     rollout = cluster.get("rollouts", namespace, name)
     before = _check_version(rollout, expected_resource_version, namespace, name)
     target = undo_target(rollout, fetch_replicasets(cluster, rollout), to_revision)

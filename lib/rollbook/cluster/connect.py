@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import urllib3
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -40,7 +42,15 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "replicasets": ("/apis/apps/v1", "ReplicaSet"),
     "pods": ("/api/v1", "Pod"),
     "events": ("/api/v1", "Event"),
+    "jobs": ("/apis/batch/v1", "Job"),  # not the runbooks': the Job executor's (cluster/jobs.py)
+    "leases": ("/apis/coordination.k8s.io/v1", "Lease"),  # step 4's mutation lock (cluster/lease.py)
 }
+# The pod's service-account folder (token, ca.crt). Overridable for runtimes that mount it elsewhere, and for
+# the sandbox's simulated kubelet, which runs a Job's pod as a local process and cannot write to /var/run.
+SERVICEACCOUNT_DIR_ENV = "ROLLBOOK_SERVICEACCOUNT_DIR"
+READ_ATTEMPTS = 3  # a GET is tried at most this often on 429/5xx/timeouts/dropped connections
+READ_BACKOFF = 0.5  # seconds before the second attempt, doubled after
+RETRY_AFTER_CAP = 5.0  # never wait longer than this between attempts, whatever Retry-After says
 MAX_PAGES = 50  # a list is paginated at most this many times (bounded, 500 items a page)
 PAGE_SIZE = 500
 MAX_BODY_IN_MESSAGE = 300
@@ -121,7 +131,33 @@ class Cluster:
         content_type: str | None = None,
         accept: str = "application/json",
     ) -> Response:
-        """Send one request through the kubernetes client; non-2xx raise a ClusterError."""
+        """Send one request; non-2xx raise a ClusterError. A GET that meets a retryable failure (429, 5xx,
+        a timeout, a dropped connection) is tried again, bounded: READ_ATTEMPTS in all, backing off (or
+        as long as Retry-After says, at most RETRY_AFTER_CAP s). Writes are never repeated."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self._request_once(method, path, target, query=query, body=body, content_type=content_type,
+                                          accept=accept)
+            except ClusterUnavailable as e:
+                if method != "GET" or attempt == READ_ATTEMPTS:
+                    raise
+                wait = min(float(getattr(e, "retry_after", None) or READ_BACKOFF * 2 ** (attempt - 1)),
+                           RETRY_AFTER_CAP)
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _request_once(
+        self,
+        method: str,
+        path: str,
+        target: Target,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        accept: str = "application/json",
+    ) -> Response:
+        """One request through the kubernetes client."""
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
@@ -142,8 +178,20 @@ class Cluster:
         self.stats.add(len(raw))
         full_path = url.removeprefix(self.host)
         if not 200 <= resp.status < 300:
-            raise translate(resp.status, raw, target, context=self.context)
-        return Response(resp.status, raw, full_path, _json(raw) if "json" in accept else None)
+            error = translate(resp.status, raw, target, context=self.context)
+            error.retry_after = _seconds(resp.getheader("Retry-After"))  # type: ignore[attr-defined]
+            raise error
+        data = _json(raw) if "json" in accept else None
+        if "json" in accept and raw and data is None:  # a proxy's login page, a half-written body
+            ctype = resp.getheader("Content-Type") or "no content type"
+            raise ClusterError(
+                f"The API server {self.host} answered {resp.status} with {ctype} instead of JSON while "
+                f"{_ing(target.verb)} {_describe(target)} (context {_q(self.context)}): "
+                f"{_short(raw[:120].decode('utf-8', 'replace'))}",
+                kind=target.kind, name=target.name, namespace=target.namespace, context=self.context,
+                status=resp.status, hint="A login page or a proxy is answering instead of the API server: check the "
+                "kubeconfig's server address and log in to the proxy (e.g. your SSO), then retry.")
+        return Response(resp.status, raw, full_path, data)
 
     def _unreachable(self, target: Target, e: Exception) -> ClusterError:
         """A connection-level failure: TLS problems are final, the rest retryable."""
@@ -225,10 +273,19 @@ def connect(
     """A Cluster from a kubeconfig and context (default: $KUBECONFIG, its current context) or in-cluster."""
     cfg = k8s_client.Configuration()
     # bounded and quick: connection errors are retried twice, reads and writes never (a PATCH must not repeat)
-    cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.1)
+    # (a 429 is not retried here: urllib3 would hide it behind "max retries"; Cluster.request retries reads)
+    cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.1,
+                                respect_retry_after_header=False)
     if in_cluster:
         try:
-            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            folder = os.environ.get(SERVICEACCOUNT_DIR_ENV)
+            if folder:
+                from kubernetes.config.incluster_config import InClusterConfigLoader
+
+                InClusterConfigLoader(token_filename=os.path.join(folder, "token"),  # type: ignore[no-untyped-call]
+                                      cert_filename=os.path.join(folder, "ca.crt")).load_and_set(cfg)
+            else:
+                k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except ConfigException as e:
             raise ConfigError(f"No in-cluster Kubernetes configuration: {e}",
                               hint="Run inside a pod with a service account, or pass --context.") from e
@@ -238,7 +295,8 @@ def connect(
         api_client = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=path, context=context, client_configuration=cfg, persist_config=False)
         name = context or k8s_config.list_kube_config_contexts(path)[1]["name"]  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError, KeyError, TypeError) as e:
+    except (ConfigException, OSError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
+        # AttributeError: a kubeconfig that is YAML but not a mapping (a list); YAMLError: not YAML at all
         raise ConfigError(
             f"Cannot use kubeconfig {path!s} with context {_q(context or '(current)')}: {_short(str(e))}",
             hint="Check the file and the context name; list contexts with: kubectl config get-contexts",
@@ -316,6 +374,14 @@ def _short(text: str) -> str:
     """Truncate non-Status bodies so messages stay readable."""
     text = " ".join(text.split())
     return text if len(text) <= MAX_BODY_IN_MESSAGE else text[:MAX_BODY_IN_MESSAGE] + "…"
+
+
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After header in seconds (the HTTP-date form is not used by the API server)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _json(raw: bytes) -> Any:

@@ -193,6 +193,6 @@ data:
                            f"{CONFIGMAP} defines no `trigger.{TRIGGER}`: the abort event triggers nothing.", f"""
 data:
   trigger.{TRIGGER}: |
-    - send: [rollbook-incident]       # template.rollbook-incident: deploy/argo-notifications.yaml
+    - send: [rollbook-abort]          # template.rollbook-abort: deploy/argo-notifications.yaml
 """))
     return out

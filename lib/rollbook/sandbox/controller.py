@@ -282,7 +282,10 @@ class Controller:
         run_name = next(n for n in (base if i == 0 else f"{base}.{i}" for i in itertools.count()) if n not in existing)
         previous = self._latest_run(ns, ro, h)
         labels = dict(((ro.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
+        # Argo reads analysisRunMetadata from the analysis block (steps[].analysis); the canary-level one is
+        # not an Argo field, still honoured so the bundled scenarios' retried runs keep their label
         labels.update((_canary(ro).get("analysisRunMetadata") or {}).get("labels") or {})
+        labels.update(((_steps(ro)[step_index].get("analysis") or {}).get("analysisRunMetadata") or {}).get("labels") or {})
         labels.update({"rollout-type": "Step", HASH_LABEL: h, "step-index": str(step_index)})
         spec = (previous or {}).get("spec") or self._run_spec(ro, canary_rs, step_index)
         run = {"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
@@ -307,7 +310,27 @@ class Controller:
         labels = ((canary_rs.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
         args = [{"name": "release-id", "value": labels.get("release-id", "")},
                 {"name": "canary-hash", "value": labels.get(HASH_LABEL, "")}, {"name": "namespace", "value": ns}]
+        for arg in step.get("args") or []:  # the step's own args, resolved as Argo does, win
+            value = self._arg_value(ro, canary_rs, arg)
+            args = [a for a in args if a["name"] != arg.get("name")]
+            args.append({"name": arg.get("name"), **value})
         return {"args": args, "metrics": metrics}
+
+    def _arg_value(self, ro: Obj, canary_rs: Obj, arg: Obj) -> Obj:
+        """One analysis argument as Argo's BuildArgumentsForRolloutAnalysisRun resolves it."""
+        source = arg.get("valueFrom") or {}
+        if "fieldRef" in source:
+            path = str((source.get("fieldRef") or {}).get("fieldPath") or "")
+            value = _field_value(ro, path)
+            if value is None:  # Argo cannot create the run ("invalid path ... in rollout"); the sandbox says so
+                self._event(ro, "Warning", "AnalysisRunError", f"invalid path {path} in rollout")
+                return {"value": _rs_release_id(canary_rs) or ""}
+            return {"value": value}
+        if "podTemplateHashValue" in source:
+            return {"value": _meta(canary_rs)["labels"].get(HASH_LABEL, "")}
+        if source:
+            return {"valueFrom": source}
+        return {"value": str(arg.get("value", ""))}
 
     def _measure(self, ns: str, name: str, run_name: str) -> None:
         """Take the run's measurements; finish it and promote or abort, or retry an errored web metric."""
@@ -408,8 +431,8 @@ class Controller:
 
         def one(m: re.Match[str]) -> str:
             arg = args.get(m.group(1)) or {}
-            if m.group(1) == "release-id":
-                return self._release_id(ro) or str(arg.get("value", ""))
+            if m.group(1) == "release-id" and "value" not in arg:
+                return self._release_id(ro) or ""
             if "secretKeyRef" in (arg.get("valueFrom") or {}):
                 return self._mc_token or ""
             return str(arg.get("value", ""))
@@ -472,10 +495,10 @@ class Controller:
         _set_condition(status, "Progressing", "False", "RolloutAborted", full_message)
         ro = self._write_status(ro, status)
         self._event(ro, "Warning", "RolloutAborted", full_message)
-        canary = _canary(ro)
-        delay = int(canary.get("abortScaleDownDelaySeconds", DEFAULT_ABORT_DELAY)) if canary.get("trafficRouting") else 0
+        delay = _abort_scale_down_delay(ro)
         ns, name, h = _meta(ro)["namespace"], _meta(ro)["name"], status.get("currentPodHash")
-        self._after(delay * self.timings.scale, lambda: self._scale_down_canary(ns, name, h))
+        if delay is not None:  # None: abortScaleDownDelaySeconds 0 keeps the canary up for good
+            self._after(delay * self.timings.scale, lambda: self._scale_down_canary(ns, name, h))
 
     def _resume_abort(self, ro: Obj) -> None:
         """A scenario loaded mid-rollback: finish what Argo still owes it, on Argo's clock.
@@ -486,8 +509,7 @@ class Controller:
         status = ro.get("status") or {}
         if not status.get("abort"):
             return
-        canary = _canary(ro)
-        delay = int(canary.get("abortScaleDownDelaySeconds", DEFAULT_ABORT_DELAY)) if canary.get("trafficRouting") else 0
+        delay = _abort_scale_down_delay(ro)
         try:
             aborted = datetime.fromisoformat(str(status.get("abortedAt")).replace("Z", "+00:00"))
             elapsed = (datetime.now(UTC) - aborted).total_seconds()
@@ -495,7 +517,8 @@ class Controller:
             elapsed = 0.0
         ns, name = _meta(ro)["namespace"], _meta(ro)["name"]
         h, stable = status.get("currentPodHash"), status.get("stableRS")
-        self._after(max(0.0, delay - elapsed) * self.timings.scale, lambda: self._scale_down_canary(ns, name, h))
+        if delay is not None:
+            self._after(max(0.0, delay - elapsed) * self.timings.scale, lambda: self._scale_down_canary(ns, name, h))
         self._after(self.timings.analysis_seconds, lambda: self._settle_starting_pods(ns, name, stable))
 
     def _settle_starting_pods(self, ns: str, name: str, stable_hash: str | None) -> None:
@@ -671,6 +694,39 @@ class Controller:
 
 def _canary(ro: Obj) -> Obj:
     return dict(((ro.get("spec") or {}).get("strategy") or {}).get("canary") or {})
+
+
+def _abort_scale_down_delay(ro: Obj) -> float | None:
+    """Seconds before an aborted canary is scaled down; None when Argo never scales it down.
+
+    As Argo's shouldDelayScaleDownOnAbort / GetAbortScaleDownDelaySecondsOrDefault: a basic canary (no
+    traffic routing) at once; with traffic routing after abortScaleDownDelaySeconds (default 30), and
+    an explicit 0 means "leave the canary up indefinitely" (its setCanaryScale count is kept)."""
+    canary = _canary(ro)
+    if not canary.get("trafficRouting"):
+        return 0.0
+    delay = int(canary.get("abortScaleDownDelaySeconds", DEFAULT_ABORT_DELAY))
+    return None if delay == 0 else float(delay)
+
+
+def _field_value(obj: Obj, path: str) -> str | None:
+    """A fieldRef path walked through the Rollout's JSON as Argo's extractValueFromRollout does.
+
+    Split on runs of `.`, `[`, `]`: `spec.template.metadata.labels.release-id` works; in
+    `labels['release-id']` the quotes stay part of the key, so it resolves to nothing (None)."""
+    node: Any = obj
+    for section in (s for s in re.split(r"[.\[\]]+", path) if s):
+        if isinstance(node, list):
+            if not section.isdigit() or int(section) >= len(node):
+                return None
+            node = node[int(section)]
+        elif isinstance(node, dict):
+            node = node.get(section)
+        else:
+            return None
+    if node is None or isinstance(node, (dict, list)):
+        return None
+    return str(node).lower() if isinstance(node, bool) else str(node)
 
 
 def _steps(ro: Obj) -> list[Obj]:

@@ -83,6 +83,11 @@ KINDS: dict[str, Schema] = {
                                    6: ("subresource", "string"), 7: ("name", "string")}),
         2: ("nonResourceAttributes", {1: ("path", "string"), 2: ("verb", "string")})})},
     "SelfSubjectReview": {1: ("metadata", OBJECT_META)},
+    # `kubectl create token` (k8s.io/api authentication/v1 TokenRequestSpec; sandbox/rbac.py answers it)
+    "TokenRequest": {1: ("metadata", OBJECT_META), 2: ("spec", {
+        1: ("audiences", ("list", "string")), 4: ("expirationSeconds", "int?"),
+        3: ("boundObjectRef", {1: ("kind", "string"), 2: ("apiVersion", "string"), 3: ("name", "string"),
+                               4: ("uid", "string")})})},
     "SelfSubjectRulesReview": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("namespace", "string")})},
 }
 

@@ -44,6 +44,7 @@ class Resource:
 
 
 _ARGO = "argoproj.io"
+_RBAC = "rbac.authorization.k8s.io"
 RESOURCES: dict[str, Resource] = {
     r.plural: r
     for r in (
@@ -69,6 +70,15 @@ RESOURCES: dict[str, Resource] = {
                  categories=("all",)),
         Resource("poddisruptionbudgets", "policy", "v1", "PodDisruptionBudget", short_names=("pdb",)),
         Resource("ingresses", "networking.k8s.io", "v1", "Ingress", short_names=("ing",)),
+        # deploy/ (kubectl apply -k) and the RBAC the sandbox enforces from these objects (sandbox/rbac.py)
+        Resource("networkpolicies", "networking.k8s.io", "v1", "NetworkPolicy", has_status=False, short_names=("netpol",)),
+        Resource("persistentvolumeclaims", "", "v1", "PersistentVolumeClaim", short_names=("pvc",)),
+        Resource("roles", _RBAC, "v1", "Role", has_status=False),
+        Resource("clusterroles", _RBAC, "v1", "ClusterRole", namespaced=False, has_status=False),
+        Resource("rolebindings", _RBAC, "v1", "RoleBinding", has_status=False),
+        Resource("clusterrolebindings", _RBAC, "v1", "ClusterRoleBinding", namespaced=False, has_status=False),
+        # held by rollbook's step 4 around a mutation, so two runners never both change one Rollout
+        Resource("leases", "coordination.k8s.io", "v1", "Lease", has_status=False),
         Resource("rollouts", _ARGO, "v1alpha1", "Rollout", short_names=("ro",), builtin=False, has_scale=True),
         Resource("analysisruns", _ARGO, "v1alpha1", "AnalysisRun", short_names=("ar",), builtin=False),
         Resource(

@@ -16,10 +16,15 @@ from typing import Any, Self
 
 from rollbook.sandbox.apiserver import ApiServer, User
 from rollbook.sandbox.controller import Controller, Timings
+from rollbook.sandbox.faults import FaultPlan
+from rollbook.sandbox.faults import install as install_faults
+from rollbook.sandbox.jobs import JobRunner
 from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.loader import ScenarioInfo, load_scenario
 from rollbook.sandbox.mc import MCServer
 from rollbook.sandbox.prometheus import PrometheusServer, load_prometheus_spec, spec_from_runs
+from rollbook.sandbox.rbac import RbacAuthorizer
+from rollbook.sandbox.rbac import bootstrap as rbac_bootstrap
 from rollbook.sandbox.services import ServicesServer
 from rollbook.sandbox.store import Store
 from rollbook.sandbox.tls import make_server_cert
@@ -32,12 +37,14 @@ class Sandbox:
     """A local cluster + Argo controller + MC, on 127.0.0.1, described by files in ``state_dir``."""
 
     def __init__(self, scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbox"),
-                 port: int = 0, *, admin: bool = False, timings: Timings | None = None) -> None:
+                 port: int = 0, *, admin: bool = False, timings: Timings | None = None,
+                 faults: FaultPlan | None = None) -> None:
         self.scenario = scenario
         self.state_dir = Path(state_dir).resolve()
         self.port = port
         self.admin = admin
         self.timings = timings or Timings()
+        self.faults = faults  # injected at the HTTP layer of every server (sandbox/faults.py)
         self.operator_token = secrets.token_urlsafe(24)
         self.viewer_token = secrets.token_urlsafe(24)
         self.mc_read_token = secrets.token_urlsafe(24)
@@ -64,6 +71,8 @@ class Sandbox:
         self.apiserver: ApiServer | None = None
         self.mc: MCServer | None = None
         self.controller: Controller | None = None
+        self.jobs: JobRunner | None = None
+        self.rbac: RbacAuthorizer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -81,6 +90,11 @@ class Sandbox:
             self.controller = Controller(self.store, mc_url=self.mc_url, mc_token=self.mc_read_token,
                                          mc_write_token=self.mc_write_token, timings=self.timings)
             self.controller.start()
+            self.jobs = JobRunner(self.store, kube_url=self.kube_url, ca_pem=self._ca_pem,
+                                  state_dir=self.state_dir, token_for=self.service_account_token,
+                                  runbooks=_runbooks())
+            if self.faults is not None:
+                install_faults(self, self.faults)
             self._write_files()
         except BaseException:
             self.stop()
@@ -92,6 +106,11 @@ class Sandbox:
         """Stop everything that started (controller first: it talks to MC), withdraw ready.json and turn
         env.sh into a notice: sourcing it says the sandbox is stopped instead of exporting a dead port."""
         self.ready_file.unlink(missing_ok=True)
+        if self.jobs is not None:
+            self.jobs.stop()
+            self.jobs = None
+        if self.faults is not None:
+            self.faults.stopping.set()  # wakes handlers sleeping in a latency or hang fault
         if self.env_file.is_file() and self.kube_url:
             self._write_stopped_env()
         for part in (self.controller, self.apiserver, self.mc, self.prometheus, self.services):
@@ -117,8 +136,17 @@ class Sandbox:
         users = {self.operator_token: User("operator", "operator"), self.viewer_token: User("viewer", "viewer")}
         self.apiserver = ApiServer(self.store, users=users, port=self.port, certfile=str(cert.certfile),
                                    keyfile=str(cert.keyfile))
+        # RBAC from the store's Role/ClusterRole/...Binding objects; the built-in users are bound like anyone else
+        for plural, obj in rbac_bootstrap():
+            self.store.create(plural, None, obj)
+        self.rbac = self.apiserver.authorizer = RbacAuthorizer(self.store, self.apiserver.users)
         self.kube_url = self.apiserver.start()
         self._ca_pem = cert.ca_pem
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token for an existing ServiceAccount (404 StoreError otherwise), as a pod's mounted token."""
+        assert isinstance(self.rbac, RbacAuthorizer)
+        return str(self.rbac.issue_token(namespace, name)["token"])
 
     def _start_mc(self, state: dict[str, Any]) -> None:
         self.mc = MCServer(state, read_token=self.mc_read_token, write_token=self.mc_write_token, admin=self.admin)
@@ -219,7 +247,6 @@ class Sandbox:
         tmp.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.ready_file)
 
-
     def _write_stopped_env(self) -> None:
         folder = shlex.quote(str(self.state_dir))
         message = (f"rollbook: the sandbox in {self.state_dir} is stopped (its API {self.kube_url} is gone); "
@@ -229,6 +256,14 @@ class Sandbox:
             "nothing is exported.\n"
             f"echo {shlex.quote(message)} >&2\n"
             "return 1 2>/dev/null || exit 1\n", encoding="utf-8")
+
+
+def _runbooks() -> Path:
+    """The step notebooks a simulated pod runs (the image's /opt/rollbook/runbooks), found as rollbook.app
+    finds them (not imported: rollbook.app imports the sandbox for `rollbook demo`)."""
+    env = os.environ.get("ROLLBOOK_RUNBOOKS")
+    beside = Path(__file__).resolve().parents[3] / "runbooks"
+    return Path(env) if env else beside if beside.is_dir() else Path("runbooks").resolve()
 
 
 # A passing junit report (what CI uploads as the test-report evidence), for the README's follow-up.
@@ -247,7 +282,7 @@ def _write_secret(path: Path, text: str) -> None:
 
 
 def serve(scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbox"), port: int = 0,
-          *, timings: Timings | None = None) -> None:
+          *, timings: Timings | None = None, faults: FaultPlan | None = None) -> None:
     """`rollbook sandbox`: start, print how to use it, run until SIGINT/SIGTERM, stop cleanly."""
     stop = threading.Event()
 
@@ -256,7 +291,7 @@ def serve(scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbo
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Sandbox(scenario, state_dir, port, timings=timings) as sb:
+        with Sandbox(scenario, state_dir, port, timings=timings, faults=faults) as sb:
             print(f"rollbook sandbox: scenario {sb.info.name if sb.info else scenario} ready in "
                   f"{sb.startup_seconds:.2f}s (API {sb.kube_url}, MC {sb.mc_url}); try: "
                   f"source {shlex.quote(str(sb.env_file))}; kubectl get rollouts -A   (Ctrl-C stops it)",

@@ -28,6 +28,10 @@ _TOP: dict[str, frozenset[str]] = {
     "secrets": _TYPE_META | {"metadata", "data", "stringData", "type", "immutable"},
     "serviceaccounts": _TYPE_META | {"metadata", "secrets", "imagePullSecrets", "automountServiceAccountToken"},
     "endpoints": _TYPE_META | {"metadata", "subsets"},
+    "roles": _TYPE_META | {"metadata", "rules"},
+    "clusterroles": _TYPE_META | {"metadata", "rules", "aggregationRule"},
+    "rolebindings": _TYPE_META | {"metadata", "roleRef", "subjects"},
+    "clusterrolebindings": _TYPE_META | {"metadata", "roleRef", "subjects"},
     "events": _TYPE_META | {
         "metadata", "involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count",
         "type", "eventTime", "series", "action", "related", "reportingComponent", "reportingInstance"},

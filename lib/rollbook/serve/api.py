@@ -9,6 +9,7 @@ Routes (README, "Start it from Argo"; shared/docs/interfaces.md, "serve"):
   POST /v1/argo-rollouts      bearer token; 202 queued, 200 duplicate, 400, 401, 411, 413, 429, 503
   GET  /v1/incidents          bearer token; ?status= &namespace= &rollout= &limit=
   GET  /v1/incidents/{id}     bearer token
+  GET  /v1/preflight          bearer token; the last preflight report; ?refresh=1 starts a new check
   GET  /healthz               no token (kubelet probes): cluster reachable and queue answering
   GET  /metrics               no token (Prometheus scrapes): text exposition format
 """
@@ -122,10 +123,14 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200 if ok else 503, detail)
         if path == "/metrics":
             return self._send(200, service.metrics.render(), content_type=service.metrics.content_type)
-        if not path.startswith("/v1/incidents"):
+        if not path.startswith(("/v1/incidents", "/v1/preflight")):
             return self._error(404, f"no route GET {path}")
         if not self._authorised():
             return self._deny()
+        if path == "/v1/preflight":
+            if parse_qs(urlsplit(self.path).query).get("refresh", ["0"])[0] in ("1", "true"):
+                service.preflight.start()
+            return self._send(200, service.preflight.report())
         if path == "/v1/incidents":
             q = parse_qs(urlsplit(self.path).query)
             limit = q.get("limit", ["100"])[0]

@@ -20,15 +20,16 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
-from rollbook import history, record
+from rollbook import atomic, history, record
 from rollbook.errors import RollbookError
-from rollbook.serve.executor import ExecResult, Outcome, spec_from_json
+from rollbook.serve.executor import ExecResult, Outcome, spec_from_json, write_result
 
 PR_SET_PDEATHSIG = 1
 KILL_INTERVAL = 0.2  # seconds between sweeps for kernels still starting after an interrupt
@@ -98,19 +99,21 @@ def cpu_seconds() -> float:
     return round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 3)
 
 
-def mark_record(run_dir: Path, job: dict[str, Any], outcome: Outcome, reason: str | None, seconds: float) -> None:
+def mark_record(run_dir: Path, job: dict[str, Any], outcome: Outcome, reason: str | None, seconds: float,
+                cpu: float | None = None) -> None:
     """serve.json beside record.json; an interrupted record says so in record.json's `error` too."""
     doc = {"schema": 1, "incident": job["spec"]["incident"], "attempt": job["attempt"],
            "resumed": job["attempt"] > 1, "resumed_from": job.get("resumed_from"), "state": outcome,
            "reason": reason, "notification": job["notification"], "steps": job["spec"]["steps"],
-           "service_pid": job["parent_pid"], "wall_seconds": round(seconds, 3), "cpu_seconds": cpu_seconds()}
-    (run_dir / SERVE_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+           "service_pid": job["parent_pid"], "wall_seconds": round(seconds, 3),
+           "cpu_seconds": cpu_seconds() if cpu is None else round(cpu, 3), "executor": job.get("executor", "local")}
+    atomic.write_text(run_dir / SERVE_FILE, json.dumps(doc, indent=2) + "\n")
     if outcome == "interrupted":
         path = run_dir / "record.json"
         rec = json.loads(path.read_text(encoding="utf-8"))
         rec["partial"] = True
         rec["error"] = rec.get("error") or reason
-        path.write_text(json.dumps(rec, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic.write_text(path, json.dumps(rec, indent=2, ensure_ascii=False) + "\n")
 
 
 def verdicts(run_dir: Path | None) -> dict[str, str]:
@@ -134,8 +137,18 @@ def first_look(job: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
         return {"notify": bool(job.get("notify")), "sent": [], "errors": [f"{type(e).__name__}: {e}"]}
 
 
-def execute(job: dict[str, Any], interrupt: Interrupt) -> ExecResult:
-    """Run the attempt and seal its record; never raises."""
+class Interruptible(Protocol):
+    """What execute() needs of an interrupt: why it came (None: it did not), and a flag for the run's end."""
+
+    reason: str | None
+    done: threading.Event
+
+
+def execute(job: dict[str, Any], interrupt: Interruptible, *, kernels: Callable[[], Any] | None = None,
+            cpu: Callable[[], float] = cpu_seconds, progress: Any = None) -> ExecResult:
+    """Run the attempt and seal its record; never raises.
+
+    In this process (`main`) or, with a warm pool's `kernels`, in a thread of the service (serve/warm.py)."""
     from rollbook import app
 
     t0 = time.monotonic()
@@ -143,7 +156,7 @@ def execute(job: dict[str, Any], interrupt: Interrupt) -> ExecResult:
     code: int | None
     error: str | None = None
     try:
-        result = app.run(spec_from_json(job["spec"]), config=job.get("config"))
+        result = app.run(spec_from_json(job["spec"]), config=job.get("config"), kernels=kernels, progress=progress)
         run_dir, code = result.record_dir, result.exit_code
     except RollbookError as e:
         code, error = e.exit_code, str(e)
@@ -153,13 +166,13 @@ def execute(job: dict[str, Any], interrupt: Interrupt) -> ExecResult:
     interrupt.done.set()
     look = None
     if run_dir is not None:
-        mark_record(run_dir, job, outcome, interrupt.reason, time.monotonic() - t0)
+        mark_record(run_dir, job, outcome, interrupt.reason, time.monotonic() - t0, cpu())
         if outcome == "completed":
             look = first_look(job, run_dir)
         record.write_bundle(run_dir)
         record.write_manifest(run_dir)
         history.index_quietly(run_dir)  # again: serve.json and an interruption changed the record
-    return ExecResult(outcome, code, run_dir, verdicts(run_dir), error or interrupt.reason, cpu_seconds(),
+    return ExecResult(outcome, code, run_dir, verdicts(run_dir), error or interrupt.reason, round(cpu(), 3),
                       round(time.monotonic() - t0, 3), look)
 
 
@@ -172,10 +185,7 @@ def main(argv: list[str]) -> int:
         print("rollbook serve child: the service is gone; nothing run (it re-runs the attempt)", file=sys.stderr)
         return 1
     result = execute(job, interrupt)
-    out = Path(job["result"])
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    write_result(Path(job["result"]), result)
     return result.exit_code if result.exit_code is not None else 1
 
 

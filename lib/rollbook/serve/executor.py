@@ -193,6 +193,29 @@ def alive(pid: int | None, started: float | None) -> bool:
         return False
 
 
+def write_job(state_dir: Path, attempt: Attempt, executor: str) -> tuple[dict[str, Any], Path, Path, Path]:
+    """The attempt's job file (atomically) and a clean result path: (job, job file, result file, log file)."""
+    job, result, log = paths(state_dir, attempt.spec.incident, attempt.attempt)
+    job.parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    result.unlink(missing_ok=True)
+    doc = {"spec": spec_to_json(attempt.spec), "attempt": attempt.attempt, "config": attempt.config,
+           "notification": dict(attempt.notification), "resumed_from": attempt.resumed_from,
+           "notify": attempt.notify, "first_look": list(attempt.first_look), "result": str(result),
+           "parent_pid": os.getpid(), "submitted_at": time.time(), "executor": executor}
+    tmp = job.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    tmp.replace(job)
+    return doc, job, result, log
+
+
+def write_result(path: Path, result: ExecResult) -> None:
+    """The result file, atomically (a restarted service settles a finished attempt from it)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 class LocalExecutor:
     """Each attempt in its own child process on this machine."""
 
@@ -202,17 +225,7 @@ class LocalExecutor:
         self.state_dir, self.env = state_dir, dict(env)
 
     def submit(self, attempt: Attempt) -> _ChildHandle:
-        job, result, log = paths(self.state_dir, attempt.spec.incident, attempt.attempt)
-        job.parent.mkdir(parents=True, exist_ok=True)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        result.unlink(missing_ok=True)
-        doc = {"spec": spec_to_json(attempt.spec), "attempt": attempt.attempt, "config": attempt.config,
-               "notification": dict(attempt.notification), "resumed_from": attempt.resumed_from,
-               "notify": attempt.notify, "first_look": list(attempt.first_look), "result": str(result),
-               "parent_pid": os.getpid(), "submitted_at": time.time()}
-        tmp = job.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-        tmp.replace(job)
+        _, job, result, log = write_job(self.state_dir, attempt, self.name)
         out = log.open("ab")
         # a session of its own: a terminal's Ctrl-C reaches the service, which decides what the child does
         proc = subprocess.Popen([sys.executable, "-m", "rollbook.serve.child", str(job)], stdin=subprocess.DEVNULL,

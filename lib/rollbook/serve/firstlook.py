@@ -16,6 +16,7 @@ from rollbook import dashboards, paging
 from rollbook.config import Config
 from rollbook.errors import RollbookError
 from rollbook.history import parse_time
+from rollbook.mc_words import finding_quote
 from rollbook.outbound import DEFAULT_RETRY, Delivery, RetryPolicy, post_json
 
 FILENAME = "first-look.json"
@@ -30,7 +31,7 @@ def message(doc: Mapping[str, Any], record_link: str | None, trigger: str) -> pa
     ns, ro = doc.get("namespace"), doc.get("rollout")
     mc_reason = f.get("mc_reason")
     inspect = next((s for s in steps if s.get("name") == "inspect-evidence"), None)
-    reason = (f"MC says: {mc_reason}" if mc_reason else str(inspect.get("reason")) if inspect
+    reason = (f"MC says: {finding_quote(f)}" if mc_reason else str(inspect.get("reason")) if inspect
               else str(f.get("status_message") or "no step established why the canary aborted"))
     state = "PARTIAL record" if doc.get("partial") else "record complete"
     facts: dict[str, Any] = {"Trigger": f"{trigger} ({f.get('trigger') or 'not established'})",

@@ -4,6 +4,7 @@ share one test process; the default registry would also export this process's in
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -51,6 +52,19 @@ class Metrics:
                                         registry=r)
         self.first_look = Counter("rollbook_serve_first_look", "First-look deliveries, by target and result",
                                   ["target", "result"], registry=r)
+
+    def watch_pool(self, pool: Any) -> None:
+        """The warm kernel pool's state (a rollbook.runner.pool.KernelPool)."""
+        r = self.registry
+        kernels = Gauge("rollbook_serve_pool_kernels", "Kernels of the warm pool, by state", ["state"], registry=r)
+        for state in ("idle", "booting", "in_use"):
+            kernels.labels(state).set_function(lambda s=state: float(pool.counts()[s]))  # type: ignore[misc]
+        Gauge("rollbook_serve_pool_booted", "Kernels the pool booted (one per step)",
+              registry=r).set_function(lambda: float(pool.stats.booted))
+        Gauge("rollbook_serve_pool_boot_failures", "Kernel boots that failed", registry=r).set_function(
+            lambda: float(pool.stats.boot_failures))
+        Gauge("rollbook_serve_pool_boot_cpu_seconds", "User+sys CPU the pool's kernels spent booting and importing",
+              registry=r).set_function(lambda: float(pool.stats.boot_cpu_seconds))
 
     def render(self) -> bytes:
         """The text exposition format."""

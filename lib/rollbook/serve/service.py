@@ -24,15 +24,19 @@ from typing import Any
 
 from rollbook.errors import RollbookError
 from rollbook.runner import RunSpec
+from rollbook.runner.pool import KernelPool, warmup_for
 from rollbook.serve import notification as notif
 from rollbook.serve.api import Server
 from rollbook.serve.executor import Attempt, ExecResult, Executor, Handle, LocalExecutor, alive, kill_tree, read_result
 from rollbook.serve.metrics import Metrics
+from rollbook.serve.preflight import PreflightWatch
 from rollbook.serve.queue import Job, Queue, QueueFull
 from rollbook.serve.settings import TOKEN_ENV, Settings
+from rollbook.serve.warm import WarmExecutor
 
 WAIT_SLICE = 1.0  # seconds: every wait of a worker or the main loop is this short, so stop is prompt
 INTERRUPT_BOUND = 60.0  # seconds an interrupted child may take to write its partial record before SIGKILL
+SWITCH_INTERVAL = 0.001  # seconds (CPython's default is 0.005)
 HEALTH_CACHE = 5.0  # seconds a /healthz answer is reused (a probe every second must not hammer the API)
 
 
@@ -44,7 +48,13 @@ class Service:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.queue = Queue(settings.state_dir / "queue.sqlite")
         self.metrics = Metrics(lambda status: float(self.queue.depth()[status]))
-        self.executor = executor or LocalExecutor(settings.state_dir, child_env(settings))
+        self.preflight = PreflightWatch(settings, self.metrics)
+        self.pool: KernelPool | None = None
+        if executor is None and settings.executor == "local" and settings.pool > 0:
+            self.pool, executor = warm_executor(settings)
+        self.executor = executor or _executor(settings)
+        if self.pool is not None:
+            self.metrics.watch_pool(self.pool)
         self.stopping = threading.Event()
         self._wake = threading.Condition()
         self._handles: dict[str, Handle] = {}
@@ -71,6 +81,8 @@ class Service:
             t = threading.Thread(target=self._work, name=f"rollbook-serve-worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+        if self.settings.preflight:
+            self.preflight.start()  # in the background: notifications are answered meanwhile
         return self.url
 
     def stop(self, grace: float | None = None) -> None:
@@ -94,6 +106,8 @@ class Service:
                 for h in self._handles.values():
                     h.kill()
             self._join(time.monotonic() + 10.0)
+        if self.pool is not None:
+            self.pool.close()
         self.queue.close()
 
     def _join(self, deadline: float) -> None:
@@ -265,6 +279,29 @@ class Service:
         return done
 
 
+def _executor(settings: Settings) -> Executor:
+    """The configured executor: a child process per attempt, or a Kubernetes Job (rollbook.jobrun)."""
+    if settings.executor == "kubernetes":
+        from rollbook.jobrun import KubernetesExecutor
+
+        return KubernetesExecutor(settings.context, settings.out)
+    return LocalExecutor(settings.state_dir, child_env(settings))
+
+
+def warm_executor(settings: Settings) -> tuple[KernelPool, WarmExecutor]:
+    """The kernel pool (booting in the background from now on) and the executor that takes from it.
+
+    At most `pool` kernels idle or booting; the background stops booting while one kernel per step of
+    every worker's incident plus one is alive (memory), and a step then boots its own."""
+    from rollbook.app import default_runbooks
+
+    s = settings
+    live = s.workers * len(s.steps) + 1
+    pool = KernelPool(s.pool, child_env(s), warmup=warmup_for(s.runbooks or default_runbooks()), cwd=Path.cwd(),
+                      max_live=max(s.pool, live)).start()
+    return pool, WarmExecutor(s.state_dir, pool)
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     """The children's environment: ours without the service's own token (a kernel never needs it)."""
     env = dict(os.environ)
@@ -296,6 +333,10 @@ def serve(settings: Settings) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if settings.pool > 0:
+        # the warm executor runs attempts (papermill, nbformat, the report) in threads of this process: a
+        # shorter GIL switch interval lets the intake thread answer Argo within its 100 ms between them
+        sys.setswitchinterval(SWITCH_INTERVAL)
     service = Service(settings)
     try:
         try:
@@ -305,7 +346,7 @@ def serve(settings: Settings) -> int:
                                 hint="Pick a free port with --listen HOST:PORT (port 0 picks one).") from e
         _write_ready(settings, url)
         print(f"rollbook serve: listening on {url} (POST {url}/v1/argo-rollouts), {settings.workers} worker(s), "
-              f"queue bound {settings.queue_bound}, steps {','.join(map(str, settings.steps))}, records in "
+              f"{settings.pool} warm kernel(s), queue bound {settings.queue_bound}, steps {','.join(map(str, settings.steps))}, records in "
               f"{settings.out}, first look {'posted' if settings.notify else 'dry run'}", file=sys.stderr, flush=True)
         while not stop.wait(WAIT_SLICE):
             pass

@@ -39,6 +39,7 @@ class Settings:
     config_path: str | None = None
     config: Config = field(default_factory=Config)
     workers: int = 2
+    pool: int = 3  # warm kernels kept ready (0: a cold child process per attempt)
     queue_bound: int = 100
     steps: tuple[int, ...] = DEFAULT_STEPS
     context: str | None = None
@@ -49,6 +50,8 @@ class Settings:
     notify: bool = False
     first_look: tuple[str, ...] = FIRST_LOOK_TARGETS
     max_attempts: int = 3
+    executor: str = "local"  # or "kubernetes": one Job per incident (rollbook.jobrun)
+    preflight: bool = True  # check the gate at start and on GET /v1/preflight (rollbook serve --no-preflight)
     retry_after: int = 2  # seconds in a 429's Retry-After: go-retryablehttp waits exactly that, uncapped
 
     def __repr__(self) -> str:
@@ -110,13 +113,22 @@ def _options(cfg: Config) -> dict[str, Any]:
 
 def build(*, listen: str, config: str | None, out: Path, workers: int, queue: int, steps: tuple[int, ...] | None,
           executor: str, context: str | None, runbooks: Path | None = None, step_timeout: float = 600.0,
-          grace: float = 20.0) -> Settings:
+          grace: float = 20.0, preflight: bool = True, pool: int = 3) -> Settings:
     """Settings from the command line and rollbook.yaml; UsageError (exit 2) for anything wrong, before listening."""
-    if executor != "local":
-        raise UsageError(f"--executor {executor} is not available yet; this rollbook runs incidents locally.",
-                         hint="Use --executor local (the kubernetes executor comes with issue 9).")
+    if executor not in ("local", "kubernetes"):
+        raise UsageError(f"--executor {executor} is unknown.", hint="Use --executor local or kubernetes.")
+    if executor == "kubernetes":  # the submitting identity must be usable before the service listens
+        from rollbook.steps.core import _connect
+
+        try:
+            _connect(context, None).close()
+        except ConfigError as e:
+            raise UsageError(f"--executor kubernetes cannot submit Jobs: {e.message}", hint=e.hint) from e
     if workers < 1 or queue < 1:
         raise UsageError("--workers and --queue must be at least 1.", hint="e.g. --workers 2 --queue 100.")
+    if not 0 <= pool <= 16:
+        raise UsageError(f"--pool {pool} is out of range: 0 (a cold process per incident) to 16 warm kernels.",
+                         hint="e.g. --pool 3 (one incident's steps 1-3); each kernel holds ~130 MiB.")
     chosen = tuple(sorted(set(steps or DEFAULT_STEPS)))
     if set(chosen) - READ_ONLY_STEPS:
         raise UsageError(f"--steps {','.join(map(str, chosen))} includes step 4: the service never mutates.",
@@ -133,7 +145,7 @@ def build(*, listen: str, config: str | None, out: Path, workers: int, queue: in
     opts = _options(cfg)
     return Settings(token=_token(cfg), host=host, port=port, out=Path(out).resolve(),
                     config_path=str(cfg.path) if cfg.path else None, config=cfg,
-                    workers=workers, queue_bound=queue, steps=chosen, context=context, runbooks=runbooks,
-                    step_timeout=step_timeout, grace=grace, incident_pattern=opts["incident_pattern"],
+                    workers=workers, pool=pool, queue_bound=queue, steps=chosen, context=context, runbooks=runbooks,
+                    step_timeout=step_timeout, grace=grace, preflight=preflight, incident_pattern=opts["incident_pattern"],
                     notify=bool(opts.get("notify", False)), first_look=opts["first_look"],
-                    max_attempts=int(opts.get("max_attempts", 3)))
+                    max_attempts=int(opts.get("max_attempts", 3)), executor=executor)

@@ -7,6 +7,7 @@ from typing import Any
 from rollbook import diagnosis as dx
 from rollbook.cluster import RolloutView
 from rollbook.errors import EvidenceError
+from rollbook.mc_words import finding_quote
 from rollbook.steps.core import Incident, Outcome
 from rollbook.steps.escalate import baseline_restarts
 
@@ -62,15 +63,50 @@ def verify(view: RolloutView, baseline: dict[str, int] | None, expected: str | N
              "rollback_problems": problems if view.aborted else [f"the rollout is {view.phase}, not aborted"]
              if not settled else []}
     ok = all(checks.values())
-    failed = [k for k, v in checks.items() if not v]
+    found = _found_against_expected(view, promoted, problems, pod_images, health, expected, current, mc_problem)
+    failed = [found[i] for i, v in enumerate(checks.values()) if not v]
     findings = {"closeout_ok": ok, "mc_current_release": current.get("release_id") if current else None,
                 "phase_at_close": view.phase, "promoted": promoted}
+    kept = dx.kept_canary(view)
+    facts["kept_canary"] = kept.to_json() if kept else None
+    leftover = (f" Still up by design: canary ReplicaSet {kept.replicaset} ({kept.available} pod(s), weight 0, kept by "
+                f"`{kept.setting}`); an `undo` would also remove it." if kept else "")
     if ok:
         return Outcome(6, "verify-closeout", "pass",
                        f"Close-out verified: stable {facts['stable_replicaset']} on {', '.join(facts['stable_images'])}, "
-                       f"{health['ready']}/{health['pods']} Ready, MC current = {expected}.", facts, findings)
-    why = f" (MC: {mc_problem})" if mc_problem and current is None else ""
-    return Outcome(6, "verify-closeout", "fail", f"Not ready to close: {'; '.join(failed)}{why}.", facts, findings)
+                       f"{health['ready']}/{health['pods']} Ready, MC current = {expected}.{leftover}", facts, findings)
+    return Outcome(6, "verify-closeout", "fail", f"Not ready to close: {'; '.join(failed)}.", facts, findings)
+
+
+def _found_against_expected(view: RolloutView, promoted: bool, problems: list[str], pod_images: list[str],
+                            health: dict[str, Any], expected: str | None, current: dict[str, Any] | None,
+                            mc_problem: str | None) -> list[str]:
+    """For each check of `verify`, in order, the sentence said when it fails: what was found, what was expected."""
+    stable, previous = view.stable_rs, view.previous_rs
+    traffic = ("; ".join(problems) if view.aborted else f"the rollout is {view.phase} and not aborted") or "unsettled"
+    rs = f"{stable.name} (revision {stable.revision})" if stable else "missing"
+    prev = f"{previous.name} (revision {previous.revision})" if previous else "not established"
+    pods = int(health.get("pods") or 0)
+    restarts = ", ".join(f"{k} +{v}" for k, v in (health.get("new_restarts") or {}).items())
+    gone = ", ".join(health.get("missing_pods") or [])
+    canary = dx.canary_release_id(view)[0]
+    cur = (current or {}).get("release_id")
+    what = ("the aborted canary" if cur == canary and not promoted else
+            "neither the stable nor the canary release" if cur != expected else "the stable release")
+    return [
+        f"traffic is not on one release ({traffic}); expected all of it on stable after the abort, or the canary "
+        "promoted",
+        f"stable pods run {', '.join(pod_images) or 'no image (no stable pods found)'}; expected the stable "
+        f"ReplicaSet's {', '.join(stable.images) if stable else 'image (no stable ReplicaSet)'}",
+        f"the stable ReplicaSet is {rs}; expected the previous release {prev}",
+        f"{health.get('ready', 0)}/{pods} stable pods Ready and available; expected all {pods}",
+        "since the snapshot " + "; ".join(x for x in (f"stable pods restarted ({restarts})" if restarts else "",
+                                                        f"stable pods disappeared ({gone})" if gone else "") if x)
+        + "; expected no new restarts and the same pods",
+        (f"MC's current production bundle is {cur} ({what}); expected {expected} (stable)" if current is not None
+         else f"MC's current production bundle could not be read ({mc_problem or 'no answer'}); expected "
+              f"{expected or 'the stable release (not established)'}"),
+    ]
 
 
 def aborted_revision(view: RolloutView, earlier: dict[str, Any], snapshot_rollout: Any = None) -> str:
@@ -107,7 +143,7 @@ def ticket_text(view: RolloutView, outcome: Outcome, earlier: dict[str, Any], sn
         f"Rollout {view.namespace}/{view.name}, {aborted_revision(view, earlier, snapshot_rollout)}: "
         f"canary aborted by its analysis gate.",
         f"Cause: trigger {_said(f.get('trigger'))}, failed metrics {_said(f.get('failed_metrics'))}; "
-        f"MC reason: {_said(f.get('mc_reason'))}.",
+        f"MC reason: {finding_quote(f)}.",
         f"AnalysisRun: {_said(f.get('analysis_run'))} ({where}).",
         f"Release identity: canary {_said(f.get('release_id'))}, evidence {_said(f.get('evidence_release_id'))} "
         f"(matches: {_said(f.get('release_identity_ok'))}).",

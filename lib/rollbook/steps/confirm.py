@@ -77,6 +77,7 @@ def confirm(incident: Incident, view: RolloutView, waited: float | None, wait_pr
         "superseded_revisions": [{"replicaset": rs.name, "revision": rs.revision} for rs in view.superseded_rs],
         "rollback_complete": complete, "rollback_problems": problems,
         "waited_seconds": waited, "wait_problem": wait_problem,
+        "kept_canary": kept.to_json() if (kept := dx.kept_canary(view)) else None,
     }
     findings: dict[str, Any] = {
         "phase": view.phase, "status_message": view.message or None,
@@ -126,6 +127,8 @@ def confirm(incident: Incident, view: RolloutView, waited: float | None, wait_pr
     reason = (f"Rollout {view.name} is Degraded ({cause} in revision {view.canary_revision}); stable revision "
               f"{facts['stable_revision']} ({', '.join(facts['stable_images'])}) is the previous release and serves "
               "all traffic.")
+    if kept is not None:
+        reason += f" The rollback is complete. {kept.sentence()}"
     notes.append("The Rollout stays Degraded by design until its spec is reverted (undo) or a retry passes.")
     return Outcome(1, "confirm-rollback-status", "pass", reason, facts, findings, notes)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from rollbook import diagnosis as dx
+from rollbook import history
 from rollbook.cluster import RolloutView, build_view
+from rollbook.mc_words import finding_quote
 from rollbook.record import deadline_words
 from rollbook.steps.core import Incident, Outcome
 
@@ -52,6 +55,33 @@ def loop_seen(view: RolloutView, at_start: RolloutView | None) -> dx.LoopInfo:
                        now.looping or then.looping)
 
 
+REPEAT_WINDOW = timedelta(hours=24)  # an earlier abort of the same rollout on the same metric this recent is a loop
+
+
+def repeated_aborts(incident: Incident, findings: dict[str, Any], now: datetime,
+                    window: timedelta = REPEAT_WINDOW) -> list[str]:
+    """`ig-error-rate aborted checkout 3 times in 24 h: INC-3, INC-2, INC-1`, per failed metric of this abort
+    that the same rollout also aborted on in earlier incidents within `window` (the incident history).
+
+    Outside a run (no record folder, so no `<out>/history.sqlite`) or without failed metrics: none. This
+    abort is counted once, under this incident; an earlier record of the same AnalysisRun is this abort."""
+    if incident.run_dir is None:
+        return []
+    out = incident.run_dir.parent.parent  # <out>/<incident>/<run>
+    run = findings.get("analysis_run")
+    at = dx.parse_time(findings.get("aborted_at")) or now
+    this = history.Abort(str(incident.incident or ""), findings.get("canary_revision"), run, dx.iso(at) or "",
+                         str(incident.run_dir))
+    lines = []
+    for metric in dict.fromkeys(str(m) for m in findings.get("failed_metrics") or []):
+        earlier = [a for a in history.recent_aborts(out, incident.namespace, incident.rollout, metric, window, now=now,
+                                                    exclude_incident=incident.incident)
+                   if not (run and a.analysis_run == run)]
+        if earlier:
+            lines.append(history.describe_repeats(metric, incident.rollout, [this, *earlier], window))
+    return lines
+
+
 def first_abort(view: RolloutView, at_start: RolloutView | None) -> tuple[datetime | None, str]:
     """The first abort of this canary, from the live objects and the snapshot (events and runs are GC'd)."""
     found = [dx.first_abort(v) for v in (view, at_start) if v is not None]
@@ -61,20 +91,26 @@ def first_abort(view: RolloutView, at_start: RolloutView | None) -> tuple[dateti
 
 def assess(view: RolloutView, *, incident_start: datetime | None, now: datetime,
            baseline: dict[str, int] | None, earlier_findings: dict[str, Any],
-           at_start: RolloutView | None = None) -> Outcome:
+           at_start: RolloutView | None = None, repeats: Sequence[str] = ()) -> Outcome:
     """Loop or degraded service → escalate; the deadline is 15 min from the abort or incident start.
 
-    A loop past its deadline escalates whatever was approved since: people had to hear of it by then."""
+    A loop is this revision's failed analyses, or `repeats`: the same rollout aborting on the same metric
+    in earlier incidents within the window (repeated_aborts). A loop past its deadline escalates whatever
+    was approved since: people had to hear of it by then."""
     loop = loop_seen(view, at_start)
+    own_loop = loop.looping
+    if repeats and not own_loop:
+        loop = dx.LoopInfo(loop.revision, loop.failed_runs, loop.retries, True)
     complete, problems = dx.rollback_complete(view) if view.aborted else (True, [])
     health = dx.stable_health(view, baseline)
     aborted_at, abort_source = first_abort(view, at_start)
     deadline = dx.escalation_deadline(aborted_at, incident_start)
     past = bool(deadline and now >= deadline)
     reasons = []
-    if loop.looping:
+    if own_loop:
         reasons.append(f"rollback loop: {len(loop.failed_runs)} failed analyses for revision {loop.revision} "
                        f"({', '.join(loop.failed_runs)})")
+    reasons += [f"repeated abort: {line}" for line in repeats]
     if earlier_findings.get("retried") and earlier_findings.get("promoted") is False:
         reasons.append("the approved retry aborted again")
     if not complete:
@@ -86,7 +122,7 @@ def assess(view: RolloutView, *, incident_start: datetime | None, now: datetime,
         reasons.append(f"stable pods restarting since the snapshot: {health['new_restarts']}")
     due = bool(reasons)
     minutes_since = round((now - aborted_at).total_seconds() / 60, 1) if aborted_at else None
-    facts = {"loop": loop.__dict__, "rollback_complete": complete, "stable_health": health,
+    facts = {"loop": loop.__dict__, "repeated_aborts": list(repeats), "rollback_complete": complete, "stable_health": health,
              "aborted_at": view.aborted_at, "first_abort_at": dx.iso(aborted_at), "first_abort_from": abort_source,
              "incident_start": dx.iso(incident_start),
              "deadline": dx.iso(deadline), "deadline_from": _deadline_from(aborted_at, incident_start),
@@ -167,12 +203,15 @@ def run(incident: Incident, incident_start: str = "", *, notify: bool = False) -
 
     view = incident.view()
     earlier = incident.earlier().get("findings") or {}
-    outcome = assess(view, incident_start=dx.parse_time(incident_start), now=dx.now_utc(),
-                     baseline=baseline_restarts(incident), earlier_findings=earlier, at_start=snapshot_view(incident))
+    now = dx.now_utc()
+    outcome = assess(view, incident_start=dx.parse_time(incident_start), now=now,
+                     baseline=baseline_restarts(incident), earlier_findings=earlier, at_start=snapshot_view(incident),
+                     repeats=repeated_aborts(incident, earlier, now))
     link = str(incident.run_dir) if incident.run_dir else None
-    text = message(view, outcome, earlier.get("mc_reason"), link)
+    reason = finding_quote(earlier) if earlier.get("mc_reason") or earlier.get("mc_recorded") else None
+    text = message(view, outcome, reason, link)
     outcome.facts["message"] = text
-    notice = send(incident, view, outcome, earlier.get("mc_reason"), notify=notify)
+    notice = send(incident, view, outcome, reason, notify=notify)
     outcome.findings |= {"escalation_sent": notice.sent,
                          "escalation_deliveries": notice.deliveries}
     outcome.facts |= {"pictures": [str(p) for _, p in notice.pictures], "picture_source": notice.picture_source,

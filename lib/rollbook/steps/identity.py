@@ -7,6 +7,7 @@ from typing import Any
 from rollbook import diagnosis as dx
 from rollbook.cluster import RolloutView
 from rollbook.errors import EvidenceError, MCNotFound
+from rollbook.gate_call import GateCall, arg_source, gate_call, template_names
 from rollbook.steps.core import Incident, Outcome
 
 
@@ -45,12 +46,18 @@ def validate(view: RolloutView, expected: str | None, mc_known: dict[str, Any] |
         sources["expected (parameter)"] = (expected, "release_id parameter")
     if mc_known:
         sources["MC release"] = (mc_known["release_id"], "MC /api/v1/releases")
+    call = gate_call(run)
+    if call is not None and call.release_in_url and call.release_in_url != arg:
+        sources["gate URL"] = (call.release_in_url, f"{call.metric}'s URL in {run.name if run else '?'}: {call.url}")
     rows = identity_rows(sources)
-    evidence_id = (in_run.verdict.release_id if in_run.verdict else None) or arg
+    evidence_id = in_run.verdict.release_id if in_run.verdict else None
     ids = {v for v, _ in sources.values() if v}
+    agrees = bool(canary and arg == canary and call is not None and call.release_in_url == canary)
     facts = {"canary_release_id": canary, "canary_release_id_from": how, "evidence_release_id": evidence_id,
              "analysis_arg_release_id": arg, "expected_release_id": expected, "mc_release": mc_known,
-             "mc_problem": mc_problem, "ids_seen": sorted(ids)}
+             "mc_problem": mc_problem, "ids_seen": sorted(ids), "gate_url": call.url if call else None,
+             "gate_url_called": call.called if call else None, "gate_url_release_id": call.release_in_url if call else None,
+             "wiring_agrees": agrees}
     findings: dict[str, Any] = {"release_id": canary, "evidence_release_id": evidence_id,
                                 "release_identity_ok": None}
     if view.phase == "Healthy" and not view.aborted and run is None:
@@ -62,20 +69,49 @@ def validate(view: RolloutView, expected: str | None, mc_known: dict[str, Any] |
     if len(ids) > 1:
         findings["release_identity_ok"] = False
         detail = "; ".join(f"{k} = {v}" for k, (v, _) in sources.items() if v)
+        facts["wire_to_fix"], advice = _which_wire(view, canary, arg_name, arg, evidence_id, call)
         return Outcome(3, "validate-release-identity", "fail",
-                       f"Release identity MISMATCH: {detail}. The evidence checked is not the canary's: fix the "
-                       "analysis wiring (release-id argument) before any retry.", facts, findings), rows
+                       f"Release identity MISMATCH: {detail}. The evidence checked is not the canary's: {advice}",
+                       facts, findings), rows
     if mc_problem and mc_known is None:
         findings["release_identity_ok"] = False if "does not know" in mc_problem else None
         return Outcome(3, "validate-release-identity", "fail" if findings["release_identity_ok"] is False
                        else "needs_human", f"Canary release {canary}: {mc_problem}.", facts, findings), rows
     if evidence_id is None:
+        read = [f"canary {canary}"] + ([f"analysis argument {arg}"] if arg else []) + (
+            [f"the gate URL asks about {call.release_in_url}"] if call and call.release_in_url else []) + (
+            [f"MC knows {mc_known['release_id']}"] if mc_known else [])
+        why = (f"every measurement of {in_run.metric} errored ({in_run.error_message})" if in_run.error_message
+               else in_run.explanation.rstrip("."))
         return Outcome(3, "validate-release-identity", "needs_human",
-                       f"The canary is {canary} but the AnalysisRun carries no release id to compare "
-                       "(the evidence payload was not kept).", facts, findings), rows
+                       f"Release identity not established: the AnalysisRun stored no evidence payload ({why}), so the "
+                       f"release MC judged cannot be read back. What can be read agrees: {', '.join(read)}.",
+                       facts, findings), rows
     findings["release_identity_ok"] = True
     return Outcome(3, "validate-release-identity", "pass",
                    f"The canary's release-id {canary} matches the evidence payload and MC.", facts, findings), rows
+
+
+def _which_wire(view: RolloutView, canary: str | None, arg_name: str, arg: str | None, payload: str | None,
+                call: GateCall | None) -> tuple[str, str]:
+    """Which wire carries the wrong release, from the facts: the Rollout's argument, or the template's URL."""
+    if arg and arg != canary:
+        source = arg_source(view.raw, arg_name)
+        how = f" (today `{source}`)" if source else ""
+        return "rollout-args", (f"the analysis argument {arg_name!r} carries {arg}, not the canary's {canary}. Fix the "
+                                f"Rollout's analysis args{how}: it must read the canary's pod-template label, e.g. "
+                                "`valueFrom.fieldRef.fieldPath: spec.template.metadata.labels.release-id`; then retry.")
+    asked = (call.release_in_url if call else None) or payload
+    if call is not None and asked and asked != canary:
+        names = template_names(view.raw)
+        owner = (f"AnalysisTemplate {call.metric}" if call.metric in names else
+                 f"the AnalysisTemplate defining metric {call.metric} ({', '.join(names) or 'not referenced'})")
+        right = f"the argument {arg_name!r} is right ({arg})" if arg else "no argument carries the release"
+        return "template-url", (f"{right}, but MC was asked about {asked}: the URL of {owner}, as the run used it, is "
+                                f"{call.quote()}. Fix the template's URL/query to use `{{{{args.{arg_name}}}}}` for "
+                                "the release instead of a fixed id; then retry.")
+    return "unknown", ("compare the ids above: the release the analysis asked MC about is not the canary's; fix the "
+                       "analysis wiring before any retry.")
 
 
 def run(incident: Incident, release_id: str = "") -> tuple[RolloutView, list[dict[str, Any]], Outcome]:

@@ -10,6 +10,7 @@ from rollbook import diagnosis as dx
 from rollbook.cluster import AnalysisRunInfo, RolloutView, template_metrics
 from rollbook.errors import EvidenceError
 from rollbook.evidence import Verdict
+from rollbook.mc_words import live_label, quoted, stamp, stored_label
 from rollbook.steps.core import Incident, Outcome, StepVerdict
 from rollbook.steps.slo_view import SloEvidence, gather
 
@@ -21,6 +22,19 @@ class LiveVerdict:
     release_id: str | None
     verdict: Verdict | None
     error: str | None
+    at: str | None = None  # when MC evaluated it (its evaluated_at), else when it was asked
+
+    @property
+    def label(self) -> str:
+        return live_label(self.at)
+
+    def now_text(self) -> str:
+        """What MC says now, labelled: passes, fails with its reason, or could not answer."""
+        if self.verdict is not None and self.verdict.ok:
+            return f"MC now passes release {self.release_id} ({self.label})"
+        if self.verdict is not None:
+            return f'MC now fails release {self.release_id}: "{self.verdict.reason}" ({self.label})'
+        return f"MC now could not answer about release {self.release_id}: {self.error} ({self.label})"
 
 
 def live_verdict(incident: Incident, release_id: str | None) -> LiveVerdict:
@@ -28,19 +42,20 @@ def live_verdict(incident: Incident, release_id: str | None) -> LiveVerdict:
     if not release_id:
         return LiveVerdict(None, None, "no release id to ask MC about")
     try:
-        return LiveVerdict(release_id, incident.mc.verdict(release_id, incident.environment), None)
+        v = incident.mc.verdict(release_id, incident.environment)
+        return LiveVerdict(release_id, v, None, stamp(v.evaluated_at))
     except EvidenceError as e:
-        return LiveVerdict(release_id, None, str(e))
+        return LiveVerdict(release_id, None, str(e), stamp(None))
 
 
 def side_by_side(in_run: dx.EvidenceInRun, live: LiveVerdict) -> list[dict[str, Any]]:
     """The AnalysisRun's copy of MC's verdict next to MC's live answer."""
     v, lv = in_run.verdict, live.verdict
     return [
-        {"source": "AnalysisRun measurement", "release_id": v.release_id if v else None,
+        {"source": "AnalysisRun measurement", "at": in_run.measured_at, "release_id": v.release_id if v else None,
          "ok": v.ok if v else (in_run.value if in_run.reason_lost else None),
          "status": v.status if v else in_run.phase, "reason": v.reason if v else in_run.explanation},
-        {"source": "MC now", "release_id": lv.release_id if lv else live.release_id,
+        {"source": "MC now", "at": live.at, "release_id": lv.release_id if lv else live.release_id,
          "ok": lv.ok if lv else None, "status": lv.status if lv else "unavailable",
          "reason": lv.reason if lv else live.error},
     ]
@@ -79,8 +94,12 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
         "mc_live_invalid": list(live.verdict.invalid) if live.verdict else None,
         "mc_live_error": live.error,
     } | advice
+    recorded = recorded_why(run, in_run) if view.aborted else None
+    mc_from = (stored_label(run.name if run else None, in_run.measured_at) if run_failed else
+               live.label if mc_reason else None)
     findings: dict[str, Any] = {"trigger": trigger, "failed_metrics": failed, "analysis_run": run.name if run else None,
-                "mc_reason": mc_reason}
+                "mc_reason": mc_reason, "mc_reason_from": mc_from, "mc_recorded": recorded,
+                "mc_now": live.now_text() if live.release_id else None}
     if slo_ev is not None and slo_ev.findings:
         findings |= {"slo": slo_ev.findings_json(), "slo_canary_only": slo_ev.canary_only}
         facts["slo_source"] = slo_ev.source
@@ -109,7 +128,7 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
                "it, or the abort was not caused by analysis.")
         if trigger != "none":
             why += (f" The abort message still names {', '.join(failed)} ({trigger})"
-                    + (f"; MC says now: {live.verdict.reason}" if live.verdict and not live.verdict.ok else "")
+                    + (f"; {live.now_text()}" if live.release_id else "")
                     + ". The run's measurements are lost: capture evidence at the start of the next incident.")
         return Outcome(2, "inspect-evidence", verdict, why, facts, findings, notes)
     text = {
@@ -121,15 +140,41 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
         "none": "no metric failed",
     }[trigger]
     reason = f"AnalysisRun {run.name} is {run.phase}: {text} ({', '.join(failed) or 'no metric'})"
-    reason += f"; MC says: {mc_reason}" if mc_reason else ""
-    if live.error and not mc_reason:
-        reason += f"; MC could not give a verdict now: {live.error}"
+    if run_failed:
+        reason += f"; MC's reason, {quoted(mc_reason, mc_from)}"
+        if live.verdict is not None and live.verdict.reason != mc_reason:
+            reason += f"; differs from {live.now_text()}"
+    elif recorded:
+        reason += f"; the AnalysisRun recorded no MC verdict ({recorded})"
+        reason += f"; {live.now_text()}" if live.release_id else ""
+    elif live.error:
+        reason += f"; {live.now_text()}"
     breached = [f for f in (slo_ev.findings if slo_ev else []) if f.breached]
     if breached:
         reason += "; " + "; ".join(f.reason.rstrip(".") for f in breached)
     reason += "."
     decided: StepVerdict = "pass" if trigger in ("evidence", "slo", "evidence+slo") else "needs_human"
     return Outcome(2, "inspect-evidence", decided, reason, facts, findings, notes)
+
+
+def recorded_why(run: AnalysisRunInfo | None, in_run: dx.EvidenceInRun) -> str | None:
+    """Why the AnalysisRun holds no MC verdict (None when it holds one, or has no evidence gate to hold it)."""
+    if in_run.verdict is not None:
+        return None
+    if run is None:
+        return "the failed AnalysisRun is gone (garbage-collected)"
+    gate = dx.evidence_metric(run)
+    if gate is None:
+        return None
+    if in_run.reason_lost:
+        return (f"its jsonPath {in_run.json_path or '(unknown)'} kept only `{in_run.value}` in {gate.name}'s "
+                "measurement, not MC's reason")
+    errored = [m for m in gate.measurements if m.phase == "Error"]
+    if errored and len(errored) == len(gate.measurements):
+        msgs = sorted({m.message for m in errored if m.message})
+        return (f"{gate.name} is {gate.phase}: all {len(errored)} kept measurement(s) errored "
+                f"({'; '.join(msgs) or 'no message'}), so MC never gave Argo a verdict")
+    return in_run.explanation.rstrip(".")
 
 
 def run(incident: Incident) -> tuple[RolloutView, AnalysisRunInfo | None, dx.EvidenceInRun, LiveVerdict,

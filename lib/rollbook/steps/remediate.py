@@ -21,6 +21,7 @@ from rollbook.cluster import (
 )
 from rollbook.errors import EvidenceError, PreconditionError, RollbookError
 from rollbook.evidence import ItemType, Listing, Verdict
+from rollbook.mc_words import live_label, quoted
 from rollbook.steps.core import Incident, Outcome, StepVerdict
 from rollbook.steps.identity import mc_release, validate
 from rollbook.steps.slo_view import SloEvidence, gather
@@ -138,7 +139,8 @@ def evidence_path(incident: Incident, view: RolloutView, plan: Plan, evidence_fi
     if not plan.verdict_after.ok:
         gaps = [s.name for s in plan.listing.slots if s.state in ("missing", "invalid")] if plan.listing else []
         plan.blockers.append(f"MC still says ok=false for release {rid} (the canary's release id): "
-                             f"{plan.verdict_after.reason}; the evidence must be attached to {rid} itself"
+                             f"{quoted(plan.verdict_after.reason, live_label(plan.verdict_after.evaluated_at))}; "
+                             f"the evidence must be attached to {rid} itself"
                              + (f" (slots {', '.join(gaps)})" if gaps else "")
                              + (" — evidence attached under another release id does not count" if gaps else ""))
 
@@ -199,8 +201,14 @@ def remediate(incident: Incident, *, evidence_file: str = "", evidence_name: str
     known, problem = mc_release(incident, release)
     identity, _ = validate(view, None, known, problem)
     facts["release_identity_ok"] = identity.findings.get("release_identity_ok")
-    if identity.findings.get("release_identity_ok") is not True:
+    # no stored payload (the gate errored): the wiring that a retry re-uses still names the canary
+    wired = identity.findings.get("release_identity_ok") is None and bool(identity.facts.get("wiring_agrees")) \
+        and not identity.facts.get("mc_problem")
+    if identity.findings.get("release_identity_ok") is not True and not wired:
         plan.blockers.append(f"release identity not confirmed: {identity.reason}")
+    elif wired:
+        plan.notes.append("the identity could not be read from a payload (none stored), but the argument and the gate "
+                          "URL a retry re-uses name the canary's release")
     if trigger != "slo":
         evidence_path(incident, view, plan, evidence_file, evidence_name, evidence_type)
     if trigger == "evidence+slo":
@@ -282,6 +290,13 @@ def _errored_slo_metrics(incident: Incident, view: RolloutView, run: AnalysisRun
                           "and the canary is within its thresholds, so a retry can measure them")
 
 
+def _holder(incident: Incident, approval: Approval) -> str:
+    """Who holds the Rollout's Lease during the mutation, as the other runner's refusal names it."""
+    from rollbook.cluster.lease import default_holder
+
+    return default_holder(f"{incident.incident} (approved by {approval.approver}, {approval.ticket})")
+
+
 def _v(v: Verdict | None) -> dict[str, Any] | None:
     return None if v is None else {"release_id": v.release_id, "ok": v.ok, "status": v.status, "reason": v.reason,
                                    "missing": list(v.missing), "invalid": list(v.invalid)}
@@ -308,7 +323,8 @@ def _evidence_outcome(incident: Incident, view: RolloutView, plan: Plan, approva
                                          "it does not roll back."])
     before = {r.name for r in view.canary_runs}
     try:
-        result = retry(incident.action_cluster, view.namespace, view.name, expected_resource_version=rv)
+        result = retry(incident.action_cluster, view.namespace, view.name, expected_resource_version=rv,
+                       holder=_holder(incident, approval))
     except RollbookError as e:  # refused (RBAC, stale version): say so as the verdict, nothing was changed
         facts["action_error"] = str(e)
         return Outcome(4, "remediate-and-retry", "fail", f"The approved retry was refused: {e}", facts, findings)
@@ -346,7 +362,8 @@ def _slo_outcome(incident: Incident, view: RolloutView, plan: Plan, approval: Ap
             return Outcome(4, "remediate-and-retry", "needs_human",
                            f"Undo approved but refused: {'; '.join(other)}.", facts, findings)
         if approval.approved:
-            res = undo(incident.action_cluster, view.namespace, view.name, target, expected_resource_version=rv)
+            res = undo(incident.action_cluster, view.namespace, view.name, target, expected_resource_version=rv,
+                       holder=_holder(incident, approval))
             plan.mutations.append(mutation_line(res, approval))
             findings["undone"] = True
             return Outcome(4, "remediate-and-retry", "pass",

@@ -97,8 +97,8 @@ class Authorizer:
         if not self.decide(attrs):
             raise forbidden(attrs)
 
-    def rules(self, user: User) -> list[dict[str, list[str]]]:
-        """``kubectl auth can-i --list``: the resource rules :meth:`decide` applies to ``user``."""
+    def rules(self, user: User, namespace: str = "") -> list[dict[str, list[str]]]:
+        """``kubectl auth can-i --list``: the resource rules :meth:`decide` applies to ``user`` (in ``namespace``)."""
         writes = self.role_writes.get(user.role, frozenset())
         verbs = ["*"] if "*" in writes else sorted(READ_VERBS)
         denied = self.read_denied.get(user.role, frozenset())

@@ -25,6 +25,10 @@ def serve(ex: Exchange, authorizer: Authorizer) -> None:
         if ex.path not in PUBLIC_PATHS:
             raise StoreError(401, "Unauthorized", "Unauthorized")
         user = ANONYMOUS
+    as_user = ex.headers.get("Impersonate-User")
+    impersonate = getattr(authorizer, "impersonate", None)  # kubectl --as: only an RBAC authorizer knows how
+    if as_user and impersonate is not None:
+        user = ex.user = impersonate(user, as_user)
     if ex.method == "GET":
         doc = discovery.document(ex.path, ex.url, ex.accept)
         if doc is not None:
@@ -43,4 +47,10 @@ def serve(ex: Exchange, authorizer: Authorizer) -> None:
     verb = verb_of(ex.method, route, ex.query)
     authorizer.authorize(Attributes(user, verb, resource=route.res.plural, subresource=route.sub or "",
                                     group=route.res.group, namespace=route.namespace or "", name=route.name or ""))
+    if route.sub == "token":  # TokenRequest: `kubectl create token` (sandbox/rbac.py issues it)
+        issue = getattr(authorizer, "token_request", None)
+        if issue is None:
+            raise StoreError(404, "NotFound", "the server could not find the requested resource")
+        ex.send_json(201, issue(route.namespace, route.name, ex.object_body()))
+        return
     VERBS[verb](ex, route)

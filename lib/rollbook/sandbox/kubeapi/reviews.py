@@ -60,7 +60,8 @@ def _rules_review(ex: Exchange, authorizer: Authorizer) -> None:
     spec = _spec(ex)
     ex.send_json(201, {"kind": "SelfSubjectRulesReview", "apiVersion": "authorization.k8s.io/v1",
                        "metadata": {"creationTimestamp": None}, "spec": spec,
-                       "status": {"resourceRules": authorizer.rules(ex.user), "incomplete": False,
+                       "status": {"resourceRules": authorizer.rules(ex.user, str(spec.get("namespace") or "")),
+                                  "incomplete": False,
                                   "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": _PUBLIC_URLS}]}})
 
 

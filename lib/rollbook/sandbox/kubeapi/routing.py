@@ -39,7 +39,8 @@ def parse_route(segments: list[str]) -> Route:
     if res.namespaced and not namespace and len(rest) > 1:
         raise NOT_FOUND
     name, sub = (rest[1:] + [None, None])[:2]
-    served = {"status": res.has_status, "log": res.plural == "pods", "scale": res.has_scale}
+    served = {"status": res.has_status, "log": res.plural == "pods", "scale": res.has_scale,
+              "token": res.plural == "serviceaccounts"}  # TokenRequest (sandbox/rbac.py)
     if sub and not served.get(sub):
         raise NOT_FOUND
     return Route(res, namespace, name, sub)
@@ -54,6 +55,8 @@ def verb_of(method: str, route: Route, query: dict[str, str]) -> str:
         verbs = {"GET": "watch" if watching else "list", "POST": "create", "DELETE": "deletecollection"}
     elif route.sub == "log":
         verbs = {"GET": "get"}
+    elif route.sub == "token":
+        verbs = {"POST": "create"}
     elif route.sub:
         verbs = {"GET": "get", "PUT": "update", "PATCH": "patch"}
     else:

@@ -1,0 +1,65 @@
+"""Atomic file writes: a temp file in the same folder, fsync, os.replace, fsync of the folder.
+
+A reader (another step, `rollbook verify`, a ticket upload) sees the old file or the new one, never half
+of one, and a SIGKILL or power cut between two writes leaves the last complete version on disk.
+Hand-written: the standard library has the pieces (os.replace, os.fsync) but no function joining them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def open_atomic(path: str | Path) -> Iterator[IO[bytes]]:
+    """A binary file handle whose content replaces `path` only when the block ends without an error."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a record file is as readable as one written plainly
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Replace `path` with `data`, atomically."""
+    with open_atomic(path) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Replace `path` with `text`, atomically."""
+    return write_bytes(path, text.encode(encoding))
+
+
+def is_temp(name: str) -> bool:
+    """A leftover of an interrupted atomic write (`.<name>.<random>.tmp`): never part of a record."""
+    return name.startswith(".") and name.endswith(".tmp")
