@@ -36,8 +36,9 @@ def _snake(kind: str) -> str:
 
 
 def _api_class(res: Resource) -> type:
-    """CoreV1Api, AppsV1Api, NetworkingV1Api, AutoscalingV2Api... from the resource's group/version."""
-    group = res.group.split(".")[0].capitalize() if res.group else "Core"
+    """CoreV1Api, AppsV1Api, RbacAuthorizationV1Api, AutoscalingV2Api... from the resource's group/version."""
+    words = res.group.removesuffix(".k8s.io").split(".") if res.group else ["core"]
+    group = "".join(w.capitalize() for w in words)  # rbac.authorization.k8s.io -> RbacAuthorization
     return getattr(client, f"{group}{res.version.capitalize()}Api")  # type: ignore[no-any-return]
 
 
