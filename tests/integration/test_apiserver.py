@@ -68,6 +68,7 @@ def test_discovery_documents(h: Harness) -> None:
                       "autoscaling": "autoscaling/v2", "policy": "policy/v1",
                       "networking.k8s.io": "networking.k8s.io/v1",
                       "rbac.authorization.k8s.io": "rbac.authorization.k8s.io/v1",
+                      "coordination.k8s.io": "coordination.k8s.io/v1",
                       "authorization.k8s.io": "authorization.k8s.io/v1",
                       "authentication.k8s.io": "authentication.k8s.io/v1"}
     core = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}

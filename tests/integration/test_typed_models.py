@@ -1,6 +1,6 @@
 """Every object the sandbox serves is one the official client's typed models accept (issue 7 item 2).
 
-For every built-in scenario and every folder under tests/scenarios (discovered, never listed), every
+For every built-in scenario, every folder under tests/scenarios and fixtures/ (discovered, never listed), every
 object of every served built-in kind is read over HTTP and deserialized into its typed model
 (``ApiClient().deserialize``), and the typed ``list_*`` call an engineer would type must succeed too;
 custom resources (no typed model) must be JSON objects with the metadata a real server sets. Checked
@@ -36,15 +36,10 @@ def _snake(kind: str) -> str:
 
 
 def _api_class(res: Resource) -> type:
-    """CoreV1Api, AppsV1Api, NetworkingV1Api, AutoscalingV2Api... from the resource's group/version."""
-    # the client names an API class after the group's first label, camel-cased: rbac.authorization.k8s.io ->
-    # RbacAuthorizationV1Api, coordination.k8s.io -> CoordinationV1Api
-    labels = res.group.removesuffix(".k8s.io").split(".") if res.group else ["core"]
-    group = "".join(label.capitalize() for label in labels)
-    name = f"{group}{res.version.capitalize()}Api"
-    if not hasattr(client, name):
-        name = f"{labels[0].capitalize()}{res.version.capitalize()}Api"
-    return getattr(client, name)  # type: ignore[no-any-return]
+    """CoreV1Api, AppsV1Api, RbacAuthorizationV1Api, AutoscalingV2Api... from the resource's group/version."""
+    words = res.group.removesuffix(".k8s.io").split(".") if res.group else ["core"]
+    group = "".join(w.capitalize() for w in words)  # rbac.authorization.k8s.io -> RbacAuthorization
+    return getattr(client, f"{group}{res.version.capitalize()}Api")  # type: ignore[no-any-return]
 
 
 def _typed_lister(api: client.ApiClient, res: Resource) -> Callable[..., Any]:

@@ -14,7 +14,8 @@ pod by the simulated kubelet (sandbox/jobs.py), as ``system:serviceaccount:NS:NA
 
 The sandbox's own users (kubeconfig contexts ``sandbox`` and ``sandbox-viewer``) are bound like anyone else
 by :func:`bootstrap` objects loaded into the store at start: ClusterRoles ``sandbox-operator`` (everything)
-and ``sandbox-viewer`` (get/list/watch on everything), and their ClusterRoleBindings.
+and ``sandbox-viewer`` (upstream's ``view``: get/list/watch on everything but Secrets), and their
+ClusterRoleBindings.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ from rollbook.sandbox.kubeapi.authz import (
     Authorizer,
     User,
 )
+from rollbook.sandbox.resources import RESOURCES
 from rollbook.sandbox.store import Store
+
+# Left out of the viewer's role, as upstream's view role leaves them out.
+VIEW_EXCLUDED = frozenset({"secrets"})
 
 JSON = dict[str, Any]
 SA_PREFIX = "system:serviceaccount:"
@@ -175,5 +180,22 @@ def bootstrap() -> list[tuple[str, JSON]]:
             "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": name},
             "subjects": [{"apiGroup": RBAC, "kind": "User", "name": u} for u in users]}
 
+    viewer = {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole", "metadata": {"name": "sandbox-viewer"},
+              "rules": view_rules()}
     return [role("sandbox-operator", ["*"]), binding("sandbox-operator", ["operator", "admin"]),
-            role("sandbox-viewer", sorted(READ_VERBS)), binding("sandbox-viewer", ["viewer"])]
+            ("clusterroles", viewer), binding("sandbox-viewer", ["viewer"])]
+
+
+def view_rules() -> list[JSON]:
+    """Upstream's ``view`` ClusterRole over what the sandbox serves: read every resource and its read-only
+    subresources, except Secrets (their tokens would let a viewer act as any service account)."""
+    by_group: dict[str, list[str]] = {}
+    for res in RESOURCES.values():
+        if res.plural in VIEW_EXCLUDED:
+            continue
+        names = by_group.setdefault(res.group, [])
+        names += [res.plural] + [f"{res.plural}/{sub}" for sub, served in
+                                 (("status", res.has_status), ("scale", res.has_scale), ("log", res.plural == "pods"))
+                                 if served]
+    return [{"apiGroups": [group], "resources": sorted(names), "verbs": sorted(READ_VERBS)}
+            for group, names in sorted(by_group.items())]
