@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rollbook.mc_words import finding_quote
-from rollbook.record import (
+from rollbook.steprecord import (
     EXIT_MEANING,
     STEP_RESULT_MIME,
     RunInfo,

@@ -86,6 +86,28 @@ class Report:
                             "rollouts": list(self.rollouts), "identities": dict(self.identities)}}
 
     def _repr_markdown_(self) -> str:
-        from rollbook.preflight.render import markdown
-
         return markdown(self)
+
+
+# The notebook's view of a report lives here, not in render.py, so that Report can show itself without
+# importing render (which imports this module).
+def headline(report: Report) -> str:
+    """One line: the verdict, the counts, what was checked."""
+    n = report.counts
+    verdict = "the playbook will break" if n["error"] else "clean" if not n["warn"] else "clean, with warnings"
+    where = ", ".join(report.namespaces) or "every namespace"
+    return (f"rollbook preflight: {verdict} — {n['error']} error(s), {n['warn']} warning(s), {n['info']} info; "
+            f"{len(report.rollouts)} Rollout(s) in {where} (context {report.context or '(current)'})")
+
+
+def _where(f: Finding) -> str:
+    return "/".join(p for p in (f.namespace, f.object) if p)
+
+
+def markdown(report: Report) -> str:
+    """The notebook view: the headline, then each finding with its fix as a YAML block."""
+    out = [f"**{headline(report)}**", ""]
+    for f in report.findings:
+        out += [f"- **{f.severity}** `{f.id}` — `{_where(f)}` `{f.field}` (step {f.step}): {f.message}", "",
+                "  ```yaml", *[f"  {ln}" for ln in f.fix.rstrip("\n").splitlines()], "  ```", ""]
+    return "\n".join(out)

@@ -6,7 +6,9 @@ import json
 import textwrap
 
 from rollbook.htmltable import HtmlTable
-from rollbook.preflight.model import Finding, Report
+from rollbook.preflight.model import Report, _where, headline, markdown
+
+__all__ = ["headline", "markdown", "show", "table", "text", "to_json"]
 
 _WORD = {"error": "ERROR", "warn": "WARN ", "info": "INFO "}
 
@@ -14,19 +16,6 @@ _WORD = {"error": "ERROR", "warn": "WARN ", "info": "INFO "}
 def to_json(report: Report) -> str:
     """The stable JSON document (README, "Preflight")."""
     return json.dumps(report.to_dict(), indent=2, sort_keys=False) + "\n"
-
-
-def headline(report: Report) -> str:
-    """One line: the verdict, the counts, what was checked."""
-    n = report.counts
-    verdict = "the playbook will break" if n["error"] else "clean" if not n["warn"] else "clean, with warnings"
-    where = ", ".join(report.namespaces) or "every namespace"
-    return (f"rollbook preflight: {verdict} — {n['error']} error(s), {n['warn']} warning(s), {n['info']} info; "
-            f"{len(report.rollouts)} Rollout(s) in {where} (context {report.context or '(current)'})")
-
-
-def _where(f: Finding) -> str:
-    return "/".join(p for p in (f.namespace, f.object) if p)
 
 
 def text(report: Report) -> str:
@@ -39,15 +28,6 @@ def text(report: Report) -> str:
         lines += [f"        {ln}" if ln else "" for ln in f.fix.rstrip("\n").splitlines()]
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def markdown(report: Report) -> str:
-    """The notebook view: the headline, then each finding with its fix as a YAML block."""
-    out = [f"**{headline(report)}**", ""]
-    for f in report.findings:
-        out += [f"- **{f.severity}** `{f.id}` — `{_where(f)}` `{f.field}` (step {f.step}): {f.message}", "",
-                "  ```yaml", *[f"  {ln}" for ln in f.fix.rstrip("\n").splitlines()], "  ```", ""]
-    return "\n".join(out)
 
 
 def table(report: Report) -> HtmlTable:

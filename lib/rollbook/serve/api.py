@@ -21,15 +21,34 @@ import json
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-if TYPE_CHECKING:
-    from rollbook.serve.service import Service
+if TYPE_CHECKING:  # types only; none imports this module back
+    from rollbook.serve.metrics import Metrics
+    from rollbook.serve.preflight import PreflightWatch
+    from rollbook.serve.queue import Queue
+    from rollbook.serve.settings import Settings
 
 MAX_BODY = 1 << 20  # 1 MiB: a rendered notification is ~500 bytes
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request (a slow one must not hold a thread)
 NOTIFY_PATH = "/v1/argo-rollouts"
+
+
+class Service(Protocol):
+    """What the handlers ask of the service (serve/service.py's Service; a Protocol so that this module does
+    not import the service, which imports it)."""
+
+    settings: Settings
+    queue: Queue
+    metrics: Metrics
+    preflight: PreflightWatch
+
+    def accept(self, raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]: ...
+
+    def latency(self, seconds: float) -> None: ...
+
+    def health(self) -> tuple[bool, dict[str, Any]]: ...
 
 
 class Server(ThreadingHTTPServer):

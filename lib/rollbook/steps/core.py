@@ -208,3 +208,8 @@ def cell_text(value: Any, depth: int = 0) -> Any:
         joiner = "\n" if any(isinstance(v, dict) or "\n" in i for v, i in zip(value, items, strict=True)) else ", "
         return joiner.join(items) or "none"
     return str(value)
+
+
+def status_line(view: RolloutView) -> str:
+    """`Degraded — RolloutAborted: …`, or just the phase when Argo gives no message (escalation, pages)."""
+    return f"{view.phase} — {view.message}" if view.message else view.phase

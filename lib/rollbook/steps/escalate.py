@@ -11,7 +11,7 @@ from rollbook import history
 from rollbook.cluster import RolloutView, build_view
 from rollbook.mc_words import finding_quote
 from rollbook.record import deadline_words
-from rollbook.steps.core import Incident, Outcome
+from rollbook.steps.core import Incident, Outcome, status_line
 
 
 def baseline_restarts(incident: Incident) -> dict[str, int] | None:
@@ -159,11 +159,6 @@ def _deadline_from(aborted_at: datetime | None, incident_start: datetime | None)
     if incident_start is not None and (aborted_at is None or incident_start < aborted_at):
         return "the incident start"
     return "the first abort"
-
-
-def status_line(view: RolloutView) -> str:
-    """`Degraded — RolloutAborted: …`, or just the phase when Argo gives no message."""
-    return f"{view.phase} — {view.message}" if view.message else view.phase
 
 
 def timing_line(facts: dict[str, Any]) -> str:

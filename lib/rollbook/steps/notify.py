@@ -12,8 +12,7 @@ from rollbook import dashboards, paging
 from rollbook import diagnosis as dx
 from rollbook.cluster import RolloutView
 from rollbook.errors import RollbookError
-from rollbook.steps.core import Incident, MissingInputError, Outcome
-from rollbook.steps.escalate import status_line
+from rollbook.steps.core import Incident, MissingInputError, Outcome, status_line
 from rollbook.steps.slo_view import gather
 
 
@@ -42,6 +41,7 @@ class Notice:
         for title, path in self.pictures:
             display(Markdown(f"**{title}**"))
             display(Image(filename=str(path)))
+
 
 
 def picture_dir(incident: Incident) -> Path:
