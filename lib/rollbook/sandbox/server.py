@@ -1,4 +1,5 @@
-"""`Sandbox`: the store, API server, MC stand-in, loader and controller composed; `rollbook sandbox`."""
+"""`Sandbox`: the store, API server, MC stand-in, loader, controller and its notifications composed;
+`rollbook sandbox`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from rollbook.sandbox.jobs import JobRunner
 from rollbook.sandbox.kubeconfig import write_kubeconfig
 from rollbook.sandbox.loader import ScenarioInfo, load_scenario
 from rollbook.sandbox.mc import MCServer
+from rollbook.sandbox.notifications import NotificationController
+from rollbook.sandbox.notifications import install as install_notifications
 from rollbook.sandbox.prometheus import PrometheusServer, load_prometheus_spec, spec_from_runs
 from rollbook.sandbox.rbac import RbacAuthorizer
 from rollbook.sandbox.rbac import bootstrap as rbac_bootstrap
@@ -38,8 +41,9 @@ class Sandbox:
 
     def __init__(self, scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbox"),
                  port: int = 0, *, admin: bool = False, timings: Timings | None = None,
-                 faults: FaultPlan | None = None) -> None:
+                 faults: FaultPlan | None = None, notification_wait_scale: float = 1.0) -> None:
         self.scenario = scenario
+        self.notification_wait_scale = notification_wait_scale  # multiplies the webhook's retry waits
         self.state_dir = Path(state_dir).resolve()
         self.port = port
         self.admin = admin
@@ -71,6 +75,7 @@ class Sandbox:
         self.apiserver: ApiServer | None = None
         self.mc: MCServer | None = None
         self.controller: Controller | None = None
+        self.notifications: NotificationController | None = None
         self.jobs: JobRunner | None = None
         self.rbac: RbacAuthorizer | None = None
 
@@ -90,6 +95,11 @@ class Sandbox:
             self.controller = Controller(self.store, mc_url=self.mc_url, mc_token=self.mc_read_token,
                                          mc_write_token=self.mc_write_token, timings=self.timings)
             self.controller.start()
+            # Argo's notifications (a simulation, sandbox/notifications.py): after the scenario is loaded, so
+            # its recorded Events are history, not news; the install's empty Secret is there to patch
+            install_notifications(self.store)
+            self.notifications = NotificationController(self.store, wait_scale=self.notification_wait_scale)
+            self.notifications.start()
             self.jobs = JobRunner(self.store, kube_url=self.kube_url, ca_pem=self._ca_pem,
                                   state_dir=self.state_dir, token_for=self.service_account_token,
                                   runbooks=_runbooks())
@@ -113,10 +123,10 @@ class Sandbox:
             self.faults.stopping.set()  # wakes handlers sleeping in a latency or hang fault
         if self.env_file.is_file() and self.kube_url:
             self._write_stopped_env()
-        for part in (self.controller, self.apiserver, self.mc, self.prometheus, self.services):
+        for part in (self.controller, self.notifications, self.apiserver, self.mc, self.prometheus, self.services):
             if part is not None:
                 part.stop()
-        self.controller = self.apiserver = self.mc = self.prometheus = self.services = None
+        self.controller = self.notifications = self.apiserver = self.mc = self.prometheus = self.services = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -298,6 +308,9 @@ def serve(scenario: str | Path = "evidence-gap", state_dir: Path = Path(".sandbo
                   flush=True)
             for why in sb.info.skipped if sb.info else []:
                 print(f"rollbook sandbox: not loaded: {why}", file=sys.stderr, flush=True)
+            if sb.notifications is not None:  # what Argo's controller log would say about each webhook
+                sb.notifications.report = lambda d: print(f"rollbook sandbox: {d.summary()}", file=sys.stderr,
+                                                          flush=True)
             while not stop.wait(1.0):   # bounded waits; a signal ends the loop within a second at most
                 pass
     finally:
