@@ -210,3 +210,24 @@ def test_what_the_simulation_does_not_do_fails_loudly(world: Sandbox) -> None:
     slack = by_trigger["on-analysis-run-failed"]
     assert slack.recipient == "#oncall" and "'slack'" in slack.error and "not simulated" in slack.error
     assert not any(d.attempts for d in by_trigger.values())
+
+
+@pytest.mark.parametrize("receiver", [[202]], indirect=True)
+def test_a_user_abort_during_the_analysis_sends_on_rollout_aborted_alone(
+        tmp_path: Path, sandbox_factory: Callable[..., Sandbox], receiver: _Receiver) -> None:
+    held = Timings(analysis_seconds=0.1, error_interval_seconds=0.02, scale=0.01, idle_poll_seconds=0.05, held=True)
+    sb = sandbox_factory(build_scenario(tmp_path / "scenario", copies=["prod"]), timings=held)
+    apply_notification_config(sb, receiver.url, "t" * 32)
+    subscribe(sb, "prod")
+    retry(sb, "prod")                  # the new run stays Running: the controller's clock is held
+    wait_for(lambda: sb.store.list("analysisruns", "prod", field_selector="metadata.name=api-6d4f8b7c9-7-2.1")[0],
+             30, "the retried run")
+    _, custom = _apis(sb)
+    custom.patch_namespaced_custom_object_status("argoproj.io", "v1alpha1", "prod", "rollouts", "api",
+                                                 {"status": {"abort": True}}, _request_timeout=10)
+    wait_for(lambda: aborted(sb, "prod"), 30, "the abort to be handled")
+    (sent,) = deliveries(sb, "prod")
+    assert (sent.trigger, sent.ok, sent.attempts) == ("on-rollout-aborted", True, [202])
+    body = json.loads(receiver.bodies[0])
+    assert body["trigger"] == "on-rollout-aborted" and body["analysisRun"] == "api-6d4f8b7c9-7-2.1"
+    assert body["message"] == "RolloutAborted: Rollout aborted update to revision 7"
