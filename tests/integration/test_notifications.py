@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client, config
-from serve_harness import DEPLOY, ServeProcess, build_scenario, wait_for
+from cluster_harness import RECORDS, deploy, jobs_of, needs_kubectl, record, token_context
+from serve_harness import DEPLOY, EVIDENCE_GAP, ServeProcess, build_scenario, wait_for
 
 from rollbook.sandbox.controller import Timings
 from rollbook.sandbox.notifications import CONFIGMAP, CONTROLLER_NAMESPACE, SECRET, Delivery
@@ -231,3 +232,37 @@ def test_a_user_abort_during_the_analysis_sends_on_rollout_aborted_alone(
     body = json.loads(receiver.bodies[0])
     assert body["trigger"] == "on-rollout-aborted" and body["analysisRun"] == "api-6d4f8b7c9-7-2.1"
     assert body["message"] == "RolloutAborted: Rollout aborted update to revision 7"
+
+
+@pytest.mark.kubectl
+@needs_kubectl
+def test_in_the_cluster_an_abort_runs_one_job_whose_record_is_in_the_history(
+        tmp_path: Path, sandbox_factory: Callable[..., Sandbox]) -> None:
+    """The README's "In the cluster" on the sandbox: deploy/ applied, serve submitting Jobs as rollbook-serve,
+    Argo's notification at the abort -> one Job under rollbook-viewer -> the record on the volume -> history."""
+    sb = sandbox_factory(EVIDENCE_GAP, timings=TIMINGS)
+    deploy(sb, tmp_path / "unused-records")
+    svc = ServeProcess(sb, tmp_path / "svc", steps="1",
+                       extra_args=("--executor", "kubernetes", "--context", token_context(sb, "rollbook-serve")))
+    assert sb.jobs is not None
+    sb.jobs.claim_dirs[RECORDS] = svc.out       # serve's --out is the records volume
+    svc.start()
+    try:
+        apply_notification_config(sb, f"{svc.url}/v1/argo-rollouts", svc.token)
+        subscribe(sb, "prod")
+        retry(sb, "prod")
+        wait_for(lambda: aborted(sb, "prod"), 30, "the abort to be handled")
+        assert [d.attempts for d in deliveries(sb, "prod")] == [[202], [200]]
+        done = svc.wait_status("ARGO-prod-api-r7", ("done", "failed"), 600)
+    finally:
+        svc.stop()
+    assert done["status"] == "done" and done["exit_code"] == 0, done
+    (job,) = jobs_of(sb, "ARGO-prod-api-r7")
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "rollbook-viewer"
+    assert [c["type"] for c in job["status"]["conditions"]] == ["Complete"]
+    run_dir, rec = record(svc.out, "ARGO-prod-api-r7")
+    assert rec["context"] == "in-cluster" and [s["step"] for s in rec["steps"]] == [1]
+    history = subprocess.run([sys.executable, "-m", "rollbook.cli", "history", "--out", str(svc.out), "--json"],
+                             capture_output=True, text=True, timeout=60, check=True)
+    assert [(r["incident"], Path(r["record"]).name) for r in json.loads(history.stdout)] == [
+        ("ARGO-prod-api-r7", run_dir.name)]
