@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
 from cluster_harness import RECORDS, deploy, jobs_of, needs_kubectl, record, token_context
+from kubernetes import client, config
 from serve_harness import DEPLOY, EVIDENCE_GAP, ServeProcess, build_scenario, wait_for
 
 from rollbook.sandbox.controller import Timings
