@@ -85,3 +85,19 @@ def test_global_subscriptions_match_the_rollouts_labels() -> None:
     assert destinations(cfg, _ro({}, {"tier": "front"})) == {
         "on-rollout-aborted": [("rollbook", ""), ("slack", "#oncall")]}
     assert destinations(cfg, _ro({}, {"tier": "back"})) == {}
+
+
+@pytest.mark.parametrize(("attempt", "status", "header", "seconds"), [
+    (0, 500, "", 1.0), (1, 500, "", 2.0), (2, 502, "", 4.0), (3, 500, "", 5.0), (9, 500, "", 5.0),
+    (0, 503, "7", 7.0), (0, 429, "120", 60.0),    # Retry-After honoured on 429/503, capped by the sandbox
+    (0, 500, "7", 1.0),                           # ... and only there
+    (0, 503, "Fri, 31 Dec 1999 23:59:59 GMT", 0.0), (1, 503, "soon", 2.0),
+])
+def test_the_wait_before_a_retry_is_go_retryablehttps(attempt: int, status: int, header: str, seconds: float) -> None:
+    import httpx
+
+    from rollbook.sandbox.notifywebhook import backoff
+
+    svc = WebhookService(url="http://x", headers=(), raw_url="http://x", raw_headers=())
+    resp = httpx.Response(status, headers={"Retry-After": header} if header else {})
+    assert backoff(svc, attempt, resp, max_retry_after=60.0) == seconds

@@ -20,8 +20,8 @@ Rollout. This module plays that part for the sandbox's simulated controller (san
   current pod hash and revision, newest first), `.time`, `.secrets`, `.serviceType`, `.recipient`;
 - the request as pkg/services/webhook.go sends it (GET with the message unless the template's webhook
   entry says otherwise; the URL joined with `path`; headers set in order; basicAuth) and retried as
-  go-retryablehttp 0.7.7 does: connection errors, 429 and 5xx except 501, up to `retryMax` retries,
-  waits min x 2^n capped at max, a 429/503 `Retry-After` honoured; then "giving up after N attempt(s)".
+  go-retryablehttp 0.7.7 does (sandbox/notifywebhook.py): connection errors, 429 and 5xx except 501, up
+  to `retryMax` retries, waits min x 2^n capped at max, a 429/503 `Retry-After` honoured.
 
 Not simulated, and refused loudly (a failed delivery saying so) rather than got wrong: a non-empty `when`
 (expr-lang), service types other than webhook, and a template feature the renderer does not have. Also
@@ -35,16 +35,12 @@ every wait so tests stay fast.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
-
-import httpx
 
 from rollbook.sandbox.apierrors import StoreError
 from rollbook.sandbox.gotemplate import GoTemplateError, render, time_vars
@@ -58,6 +54,7 @@ from rollbook.sandbox.notifyconfig import (
     secret_values,
     trigger_for,
 )
+from rollbook.sandbox.notifywebhook import send_webhook
 from rollbook.sandbox.store import Store
 
 _log = logging.getLogger(__name__)
@@ -277,7 +274,10 @@ class NotificationController:
                 url = service.url.rstrip("/") + "/" + webhook["path"].lstrip("/")
                 raw_url = service.raw_url.rstrip("/") + "/" + webhook["path"].lstrip("/")
         delivery.method, delivery.url, delivery.headers, delivery.body = method, raw_url, service.raw_headers, body
-        self._request(service, method, url, body, delivery)
+        sent = send_webhook(service, method, url, body, stop=self._stop, wait_scale=self.wait_scale,
+                            request_timeout=self.request_timeout, max_retry_after=self.max_retry_after)
+        delivery.attempts, delivery.ok = sent.attempts, sent.ok
+        delivery.error = sent.error.replace(url, raw_url)  # the URL as configured: no substituted secret
 
     def _analysis_runs(self, rollout: JSON) -> list[JSON] | None:
         """getAnalysisRunsFilterWithLabels: the current pod hash's runs of this revision, newest first."""
@@ -289,62 +289,3 @@ class NotificationController:
         revision = (meta.get("annotations") or {}).get(REVISION)
         same = [r for r in runs if ((r.get("metadata") or {}).get("annotations") or {}).get(REVISION) == revision]
         return sorted(same, key=lambda r: r["metadata"].get("creationTimestamp") or "", reverse=True)
-
-    # ------------------------------------------------------------------ webhook.go + go-retryablehttp
-
-    def _request(self, service: WebhookService, method: str, url: str, body: str, delivery: Delivery) -> None:
-        headers = {"User-Agent": "Go-http-client/1.1"}
-        for name, value in service.headers:  # Header.Set: a later header of the same name replaces it
-            headers = {k: v for k, v in headers.items() if k.lower() != name.lower()} | {name: value}
-        auth = httpx.BasicAuth(*service.basic_auth) if service.basic_auth else None
-        last_error = ""
-        with httpx.Client(verify=not service.insecure_skip_verify, follow_redirects=True, max_redirects=10,
-                          timeout=self.request_timeout) as http:
-            for attempt in range(service.retry_max + 1):
-                resp: httpx.Response | None = None
-                try:
-                    resp = http.request(method, url, content=body.encode(), headers=headers, auth=auth)
-                    delivery.attempts.append(resp.status_code)
-                    retry = resp.status_code == 429 or (resp.status_code >= 500 and resp.status_code != 501)
-                    last_error = f"unexpected HTTP status {resp.status_code}"
-                except (httpx.TooManyRedirects, httpx.UnsupportedProtocol, httpx.InvalidURL,
-                        httpx.LocalProtocolError) as e:
-                    delivery.attempts.append(type(e).__name__)
-                    delivery.error = f"{method} {delivery.url}: {e}"  # baseRetryPolicy: not recoverable
-                    return
-                except httpx.HTTPError as e:
-                    delivery.attempts.append(type(e).__name__)
-                    if "CERTIFICATE_VERIFY_FAILED" in str(e):
-                        delivery.error = f"{method} {delivery.url}: {e}"
-                        return
-                    retry, last_error = True, str(e) or type(e).__name__
-                if not retry:
-                    assert resp is not None
-                    delivery.ok = 200 <= resp.status_code <= 299
-                    if not delivery.ok:
-                        delivery.error = (f"request to {method} {delivery.url} has failed with error code "
-                                          f"{resp.status_code} : {resp.text[:500]}")
-                    return
-                if attempt == service.retry_max or self._stop.wait(self._backoff(service, attempt, resp)):
-                    break
-        delivery.error = f"{method} {delivery.url} giving up after {len(delivery.attempts)} attempt(s): {last_error}"
-
-    def _backoff(self, service: WebhookService, attempt: int, resp: httpx.Response | None) -> float:
-        """DefaultBackoff in seconds (times wait_scale): Retry-After on 429/503, else min x 2^n up to max."""
-        if resp is not None and resp.status_code in (429, 503):
-            after = _retry_after(resp.headers.get("Retry-After", ""))
-            if after is not None:
-                return min(after, self.max_retry_after) * self.wait_scale
-        wait_ns = min(service.retry_wait_min_ns * (1 << attempt), service.retry_wait_max_ns)
-        return wait_ns / 1e9 * self.wait_scale
-
-
-def _retry_after(header: str) -> float | None:
-    """parseRetryAfterHeader: seconds, or an RFC 1123 date (in the past: 0); anything else is ignored."""
-    if header.isdigit():
-        return float(header)
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds()) if when.tzinfo else None
