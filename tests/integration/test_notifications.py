@@ -266,3 +266,38 @@ def test_in_the_cluster_an_abort_runs_one_job_whose_record_is_in_the_history(
                              capture_output=True, text=True, timeout=60, check=True)
     assert [(r["incident"], Path(r["record"]).name) for r in json.loads(history.stdout)] == [
         ("ARGO-prod-api-r7", run_dir.name)]
+
+
+@pytest.mark.kubectl
+@needs_kubectl
+@pytest.mark.parametrize("receiver", [[202]], indirect=True)
+def test_the_readme_commands_on_rollbook_sandbox_print_the_delivery(tmp_path: Path, receiver: _Receiver) -> None:
+    """"Start it from Argo" as typed: `rollbook sandbox`, env.sh, kubectl apply/patch/annotate; the sandbox's
+    terminal says what Argo's controller log would (here the receiver stands in for serve)."""
+    state, log = tmp_path / "state", tmp_path / "sandbox.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "rollbook.cli", "sandbox", "--state-dir", str(state)],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, text=True)
+    try:
+        wait_for(lambda: (state / "ready.json").exists() or proc.poll() is not None, 60, "rollbook sandbox")
+        assert proc.poll() is None, log.read_text()
+        env = dict(line.split("=", 1) for line in subprocess.run(
+            ["bash", "-c", f"source {state / 'env.sh'} && env -0"], capture_output=True, check=True,
+            timeout=10).stdout.decode().split("\0") if "=" in line)
+        configmap = DEPLOY.read_text(encoding="utf-8").replace(SHIPPED_URL, receiver.url)
+        for args, stdin in (
+                (["-n", "argo-rollouts", "apply", "-f", "-"], configmap),
+                (["-n", "argo-rollouts", "patch", "secret", SECRET, "--type", "merge",
+                  "-p", json.dumps({"stringData": {"rollbook-token": "t" * 64}})], None),
+                (["-n", "prod", "annotate", "rollout", "api", f"{SUBSCRIBE}="], None),
+                (["-n", "prod", "patch", "rollout", "api", "--subresource", "status", "--type", "merge",
+                  "-p", '{"status":{"abort":false}}'], None)):
+            done = subprocess.run(["kubectl", *args], input=stdin, env=env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+        said = wait_for(lambda: "on-rollout-aborted" in (t := log.read_text()) and t, 60, "the delivery line")
+        assert (f"rollbook sandbox: notification on-analysis-run-failed of rollout prod/api -> rollbook: "
+                f"POST {receiver.url} [202] sent") in said
+        assert receiver.requests == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
