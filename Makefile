@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 TVENV := .venv-test
 
-.PHONY: demo test sandbox bench lab lint clean
+.PHONY: demo test sandbox bench lab lint clean reliability
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ test: $(TVENV)/.stamp
 	$(TVENV)/bin/ruff check lib bench tests
 	$(TVENV)/bin/mypy
 	$(TVENV)/bin/python -m compileall -q lib
-	$(TVENV)/bin/python -m pytest -n 2 -q
+	$(TVENV)/bin/python -m pytest -n 2 --dist loadgroup -q -m "not slow"
+
+# docs/reliability.md: bad input, faults, the fault matrix (whole playbook runs, marked slow), secrets
+reliability: $(TVENV)/.stamp
+	$(TVENV)/bin/python -m compileall -q lib
+	$(TVENV)/bin/python bench/reliability.py
 
 sandbox: $(VENV)/.stamp
 	$(VENV)/bin/python -m compileall -q lib

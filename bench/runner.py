@@ -13,7 +13,10 @@ kernel start vs import vs stop from the floor, and import costs in a fresh inter
 
     python bench/runner.py [--runs 5] [--json bench/results/runner.json]
 
-Exits 1 when a target is missed (all six within 1.3x of the runner-shaped floor; steps 1-3 < 5 s).
+Also reports CPU seconds per incident (the run and every kernel it reaped) next to the wall time.
+
+Exits 1 when a target is missed (all six within 1.3x of the runner-shaped floor; steps 1-3 < 5 s; the
+six-step run's process tree under 500 MiB at its peak).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import functools
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,8 +43,13 @@ import psutil
 
 STEP_SETS: dict[str, tuple[int, ...]] = {"all six": (1, 2, 3, 4, 5, 6), "steps 1-3": (1, 2, 3)}
 FLOOR_CODE = "from rollbook import steps"  # the one import every step notebook makes
+KERNEL_CODE = f"{FLOOR_CODE}; steps.table([{{'a': 1}}])._repr_html_()"  # ... and its first table
 RATIO_TARGET = 1.3
 STEPS_1_3_TARGET = 5.0
+# exit codes of a run that completed with a record (README): 0, escalate 4, a step needs a human 5 (what a
+# read-only run of evidence-gap gives), a check failed 6
+COMPLETED = (0, 4, 5, 6)
+TREE_MIB_TARGET = 500.0  # peak RSS summed over `rollbook run` and its kernels, all six steps (issue 7)
 RUN_TIMEOUT = 600.0  # bound on one `rollbook run` or one floor process
 KERNEL_TIMEOUT = 60.0  # bound on a kernel becoming ready / running the import
 SAMPLE_SECONDS = 0.1
@@ -155,6 +164,7 @@ class MemoryPeak:
     runner_mib: float = 0.0
     kernel_mib: float = 0.0
     tree_mib: float = 0.0
+    at_peak: list[float] = field(default_factory=list)  # the tree's peak sample: root first, then each kernel
 
 
 class Sampler:
@@ -180,7 +190,7 @@ class Sampler:
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
-        total = 0.0
+        total, sizes = 0.0, []
         for p in procs:
             try:
                 rss = p.memory_info().rss / 2**20
@@ -188,11 +198,14 @@ class Sampler:
             except psutil.Error:
                 continue  # a kernel that just exited
             total += rss
+            sizes.append(rss)
             if p is root:
                 self.peak.runner_mib = max(self.peak.runner_mib, rss)
             elif is_kernel:
                 self.peak.kernel_mib = max(self.peak.kernel_mib, rss)
-        self.peak.tree_mib = max(self.peak.tree_mib, total)
+        if total > self.peak.tree_mib:
+            self.peak.tree_mib = total
+            self.peak.at_peak = [round(sizes[0]), *sorted((round(x) for x in sizes[1:]), reverse=True)]
 
     def stop(self) -> MemoryPeak:
         """Stop sampling (bounded join) and return the peaks."""
@@ -213,10 +226,22 @@ class Measured:
     seconds: float
     memory: MemoryPeak
     detail: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # user + system CPU of the process and every descendant it reaped (its kernels)
 
 
-def _timed(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, MemoryPeak, subprocess.CompletedProcess[str]]:
-    """Run a command to completion (bounded), timing it from spawn to exit and sampling its memory."""
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's reaped children and their reaped descendants."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float, MemoryPeak,
+                                                           subprocess.CompletedProcess[str]]:
+    """Run a command to completion (bounded): wall seconds from spawn to exit, CPU seconds, memory peaks.
+
+    CPU is the children's rusage delta, which covers the kernels because the runner reaps them (measured
+    processes run one at a time, so no other child of this script is counted)."""
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     sampler = Sampler(proc.pid)
@@ -226,7 +251,8 @@ def _timed(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, MemoryPeak, 
         proc.kill()
         out, err = proc.communicate()
     seconds = time.perf_counter() - t0
-    return seconds, sampler.stop(), subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    cpu = _children_cpu() - cpu0
+    return seconds, cpu, sampler.stop(), subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def rollbook_run(label: str, numbers: Sequence[int], target: tuple[str, str], env: dict[str, str],
@@ -237,8 +263,8 @@ def rollbook_run(label: str, numbers: Sequence[int], target: tuple[str, str], en
     if numbers != STEP_SETS["all six"]:
         cmd += ["--steps", ",".join(map(str, numbers))]
     spawned = time.time()  # wall clock, comparable with record.json's timestamps
-    seconds, memory, done = _timed(cmd, env)
-    if done.returncode != 0:
+    seconds, cpu, memory, done = _timed(cmd, env)
+    if done.returncode not in COMPLETED:
         raise SystemExit(f"bench: `{' '.join(cmd)}` exited {done.returncode}:\n{done.stderr[-3000:]}")
     record = json.loads(max(out_dir.glob(f"BENCH-{i}/*/record.json")).read_text(encoding="utf-8"))
     ran = [s for s in record["steps"] if s.get("started_at")]
@@ -252,16 +278,17 @@ def rollbook_run(label: str, numbers: Sequence[int], target: tuple[str, str], en
               # the outside what follows the last step (record writing, kernel stop, interpreter exit)
               "spawn_to_started_at": _epoch(record["started_at"]) - spawned,
               "last_step_to_exit": spawned + seconds - (_epoch(record["started_at"]) + last_end)}
-    return Measured("rollbook run", label, seconds, memory, detail)
+    return Measured("rollbook run", label, seconds, memory, detail, cpu)
 
 
 def floor_run(label: str, numbers: Sequence[int], shape: str, env: dict[str, str]) -> Measured:
     """A floor in its own fresh process (so it pays interpreter start like `rollbook run` does)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "_floor", shape, ",".join(map(str, numbers))]
-    seconds, memory, done = _timed(cmd, env)
+    seconds, cpu, memory, done = _timed(cmd, env)
     if done.returncode != 0:
         raise SystemExit(f"bench: the {shape} floor exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return Measured(f"floor, {shape}", label, seconds, memory, json.loads(done.stdout.strip().splitlines()[-1]))
+    return Measured(f"floor, {shape}", label, seconds, memory, json.loads(done.stdout.strip().splitlines()[-1]),
+                    cpu)
 
 
 def _epoch(stamp: str) -> float:
@@ -353,8 +380,8 @@ def measure(runs: int, log: Callable[[str], None]) -> tuple[list[Measured], dict
         ro_after = sb.store.get("rollouts", *target)["metadata"]["resourceVersion"]
         extra = {"rollout": f"{target[0]}/{target[1]}", "sandbox_startup_seconds": sb.startup_seconds,
                  "read_only": ro_before == ro_after}
-        # what a step kernel imports (the notebooks' import, then pandas on the first steps.table call)
-        extra["imports_kernel"] = import_costs(f"{FLOOR_CODE}; import pandas", env)
+        # what a step kernel imports: the notebooks' import, then what its first table display needs
+        extra["imports_kernel"] = import_costs(KERNEL_CODE, env)
         extra["imports_runner"] = import_costs("import rollbook.cli, rollbook.app, rollbook.runner", env)
         extra["bytecode"] = bytecode_effect(FLOOR_CODE, env)
     return results, extra
@@ -373,8 +400,8 @@ def _stats(values: Sequence[float]) -> str:
 
 def summary(results: Sequence[Measured]) -> tuple[list[str], list[str]]:
     """The main table and the list of missed targets."""
-    lines = [("| steps | what | median s | min–max s | ratio to runner-shaped floor | runner / largest kernel / "
-              "tree peak RSS (MiB) |"), "|---|---|---:|---:|---:|---:|"]
+    lines = [("| steps | what | median s | min–max s | ratio to runner-shaped floor | CPU s (median) | "
+              "runner / largest kernel / tree peak RSS (MiB) |"), "|---|---|---:|---:|---:|---:|---:|"]
     missed: list[str] = []
     for steps in STEP_SETS:
         floor = statistics.median(m.seconds for m in _pick(results, "floor, runner-shaped", steps))
@@ -383,11 +410,16 @@ def summary(results: Sequence[Measured]) -> tuple[list[str], list[str]]:
             med = statistics.median(m.seconds for m in ms)
             mem = (f"{max(m.memory.runner_mib for m in ms):.0f} / {max(m.memory.kernel_mib for m in ms):.0f} / "
                    f"{max(m.memory.tree_mib for m in ms):.0f}")
-            lines.append(f"| {steps} | {kind} | {_stats([m.seconds for m in ms])} | {med / floor:.2f}× | {mem} |")
+            cpu = statistics.median(m.cpu_seconds for m in ms)
+            lines.append(f"| {steps} | {kind} | {_stats([m.seconds for m in ms])} | {med / floor:.2f}× | {cpu:.2f} | "
+                         f"{mem} |")
         run = statistics.median(m.seconds for m in _pick(results, "rollbook run", steps))
         if steps == "all six" and run > RATIO_TARGET * floor:
             missed.append(f"all six: {run:.2f} s is {run / floor:.2f}x the runner-shaped floor "
                           f"(target <= {RATIO_TARGET:g}x)")
+        tree = max(m.memory.tree_mib for m in _pick(results, "rollbook run", steps))
+        if steps == "all six" and tree >= TREE_MIB_TARGET:
+            missed.append(f"all six: the process tree peaked at {tree:.0f} MiB (target < {TREE_MIB_TARGET:g} MiB)")
         if steps == "steps 1-3" and run >= STEPS_1_3_TARGET:
             missed.append(f"steps 1-3: {run:.2f} s (target < {STEPS_1_3_TARGET:g} s)")
     return lines, missed
@@ -421,11 +453,15 @@ def breakdown(results: Sequence[Measured], extra: dict[str, Any]) -> list[str]:
                          f"{statistics.median(t['ready'] for t in ts):.2f}, import "
                          f"{statistics.median(t['execute'] for t in ts):.2f}, stop {statistics.median(t['stop'] for t in ts):.2f}; "
                          f"kernels-only (inside the process) {inside:.2f} s")
-    for key, what in (("imports_kernel", f"{FLOOR_CODE}; import pandas"),
+    for key, what in (("imports_kernel", KERNEL_CODE),
                       ("imports_runner", "import rollbook.cli, rollbook.app, rollbook.runner")):
         top = ", ".join(f"{k} {v:.2f}" for k, v in list(extra[key].items())[:10])
         lines.append(f"Import time of `{what}` in a fresh interpreter, self seconds per package: {top}")
     bc = extra["bytecode"]
+    for steps in STEP_SETS:
+        peak = max(_pick(results, "rollbook run", steps), key=lambda m: m.memory.tree_mib).memory
+        lines.append(f"- {steps}: at the tree's peak ({peak.tree_mib:.0f} MiB), RSS of the runner / each child, "
+                     f"MiB: {peak.at_peak[0] if peak.at_peak else 0} / {', '.join(map(str, peak.at_peak[1:]))}")
     lines.append(f"`{FLOOR_CODE}` wall time over a bare interpreter: {bc['as_is']:.2f} s as the environment is "
                  f"(PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}), "
                  f"{bc['bytecode_cached']:.2f} s with a warm bytecode cache")

@@ -256,6 +256,7 @@ def check_evidence_not_needed(incident: Any) -> None:
     Step 4 could only refuse the retry after the whole run; say what is missing before anything runs."""
     from rollbook import diagnosis as dx
     from rollbook.errors import RollbookError
+    from rollbook.mc_words import live_label, quoted
 
     try:
         view = incident.view()
@@ -270,7 +271,8 @@ def check_evidence_not_needed(incident: Any) -> None:
         raise UsageError(
             f"--approve-retry needs --param evidence_file: Mission Control says release {verdict.release_id} "
             f"(the canary of Rollout {incident.rollout!r} in namespace {incident.namespace!r}) lacks valid "
-            f"evidence ({', '.join(gaps)}): {verdict.reason}. Without a report step 4 would refuse the retry.",
+            f"evidence ({', '.join(gaps)}): {quoted(verdict.reason, live_label(verdict.evaluated_at))}. "
+            "Without a report step 4 would refuse the retry.",
             hint=f"Pass --param evidence_file=PATH (the report for {', '.join(gaps)}); nothing was run.")
 
 

@@ -120,6 +120,21 @@ class Invalid(ClusterError):
     """HTTP 400/415/422: the request itself was wrong."""
 
 
+class MalformedObject(ClusterError):
+    """An object's field holds a value of a type the API never serves there (a hand-edited or foreign object)."""
+
+
+def malformed(kind: str, obj: Any, error: Exception) -> MalformedObject:
+    """A MalformedObject naming the object and what broke, with the command to look at it."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    name, namespace = str(meta.get("name") or "?"), str(meta.get("namespace") or "?")
+    return MalformedObject(
+        f"{kind} {name!r} in namespace {namespace!r} has a field of an unexpected type ({type(error).__name__}: "
+        f"{str(error)[:120]}); rollbook cannot read it.", kind=kind, name=name, namespace=namespace,
+        hint=f"Look at it with: kubectl get {kind.lower()} {name} -n {namespace} -o yaml (was it edited by hand?).")
+
+
 class ClusterUnavailable(ClusterError, Retryable):
     """The API server could not be reached, timed out, or answered 5xx."""
 

@@ -20,10 +20,11 @@ def stamp(value: datetime | str | None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def stored_label(run: str | None, measured_at: str | None) -> str:
-    """The label of a reason read from the AnalysisRun's stored measurement."""
+def stored_label(run: str | None, measured_at: str | None, other_release: str | None = None) -> str:
+    """The label of a reason read from the AnalysisRun's stored measurement (and whose it is, when not the canary's)."""
     at = f", measured {measured_at}" if measured_at else ""
-    return f"stored in AnalysisRun {run or '?'}{at}"
+    whose = f", about release {other_release}, not the canary" if other_release else ""
+    return f"stored in AnalysisRun {run or '?'}{at}{whose}"
 
 
 def live_label(at: datetime | str | None) -> str:

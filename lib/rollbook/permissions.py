@@ -105,7 +105,8 @@ PERMISSIONS: tuple[Permission, ...] = (
                "canary and stable pod logs are evidence too (`kubectl logs`)", need="warn"),
     Permission("list", "", "events", "", ("1", "2", "5"), VIEWER,
                "RolloutAborted and AnalysisRunFailed events: the abort's first time and count, the run's name "
-               "after it was garbage-collected", need="warn"),
+               "after it was garbage-collected; the run's snapshot lists them first, so without it every step "
+               "errors (tests/integration/test_rbac_proof.py)"),
     Permission("get", "apps", "deployments", "", (PREFLIGHT,), VIEWER,
                "the pod template of a workloadRef Rollout (its release label)", need="info", when=WORKLOAD_REF),
     Permission("get", "", "configmaps", "", (PREFLIGHT,), VIEWER,

@@ -121,6 +121,16 @@ class RunInfo:
     notes: tuple[str, ...] = ()  # what the reader must know about the run itself
 
 
+# C0 controls but tab/newline/CR, DEL and C1: a status message or MC reason carrying a terminal escape must
+# not recolour (or hyperlink, or clear) the terminal that prints summary.md, nor hide in report.html
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text with control characters (terminal escapes, NUL, BEL) removed; the visible text is kept."""
+    return _CONTROL_RE.sub("", text)
+
+
 def utc_now() -> str:
     """The current UTC time as ISO 8601 with milliseconds and a Z."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -453,8 +463,8 @@ def write_record(
     redactor = Redactor(secrets)
     redactor.scrub_tree(run_dir)  # notebooks, snapshot, results: before anything is derived from them
     atomic.write_text(run_dir / "record.json", _dumps(record_document(info, steps) | {"status": "complete"}))
-    atomic.write_text(run_dir / "summary.md", render_summary(info, steps))
-    atomic.write_text(run_dir / "report.html", render_report(info, steps, run_dir))
+    atomic.write_text(run_dir / "summary.md", printable(render_summary(info, steps)))
+    atomic.write_text(run_dir / "report.html", printable(render_report(info, steps, run_dir)))
     redactor.scrub_tree(run_dir)  # what was just derived (parameters, reasons) may quote a secret
     write_bundle(run_dir)
     write_manifest(run_dir)

@@ -68,3 +68,17 @@ def test_sigkill_mid_run_leaves_an_interrupted_record_with_the_notebooks_so_far(
         nb = json.loads((run_dir / s["notebook"]).read_text())  # a complete notebook, not half of one
         assert nb["cells"]
     assert not (run_dir / "manifest.json").exists() and not (run_dir / "summary.md").exists()
+
+
+def test_verify_names_what_a_killed_run_is_missing(tmp_path: Path, row) -> None:  # type: ignore[no-untyped-def]
+    from rollbook import verify
+
+    run_dir = kill_runner_after_steps(tmp_path / "out", 3)
+    problems = verify.verify(run_dir).problems
+    wanted = {"manifest.json: missing, the record was never sealed (the run did not finish?)",
+              "summary.md: missing", "report.html: missing", "bundle.zip: missing"}
+    interrupted = any("says the run was interrupted" in p for p in problems)
+    ok = wanted <= set(problems) and interrupted and not any(".ipynb: missing" in p for p in problems)
+    row("matrix", "runner SIGKILLed after step 3 of 6", "record.json parses, says interrupted, lists steps 1-3 "
+        "with their notebooks; verify names the missing files", "; ".join(problems)[:200], ok)
+    assert ok, problems

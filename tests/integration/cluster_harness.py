@@ -49,6 +49,15 @@ def deploy(sb: Sandbox, records: Path) -> None:
     sb.jobs.claim_dirs[RECORDS] = records
 
 
+def token_context(sb: Sandbox, account: str) -> str:
+    """A kubeconfig context (added to the sandbox's kubeconfig) for a ServiceAccount's TokenRequest token."""
+    token = kubectl(sb, "-n", "rollbook", "create", "token", account).stdout.strip()
+    cluster = kubectl(sb, "config", "view", "-o", "jsonpath={.clusters[0].name}").stdout.strip()
+    kubectl(sb, "config", "set-credentials", account, f"--token={token}")
+    kubectl(sb, "config", "set-context", account, f"--cluster={cluster}", f"--user={account}", "--namespace=rollbook")
+    return account
+
+
 def run_job(sb: Sandbox, out: Path, *args: str, context: str = "sandbox",
             env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`rollbook run --executor kubernetes ...` as a person would type it, submitting with `context`."""

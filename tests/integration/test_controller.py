@@ -99,8 +99,10 @@ def test_retry_without_the_fix_aborts_again_with_a_new_run(sandbox: Sandbox, wai
     assert after["status"]["message"] == before["status"]["message"]   # same form, same metric
     assert after["status"]["phase"] == "Degraded" and after["status"]["abortedAt"] > before["status"]["abortedAt"]
     assert after["status"]["canary"]["currentStepAnalysisRunStatus"] is None
-    assert aborted_events(sandbox, "prod") == events_before + 1
+    # the controller writes the status, then the event: wait for it rather than race the controller's thread
+    wait_until(lambda: aborted_events(sandbox, "prod") > events_before, what="the RolloutAborted event")
     wait_until(lambda: replicas(sandbox, "prod", "api-6d4f8b7c9") == 0, what="canary scaled down")
+    assert aborted_events(sandbox, "prod") == events_before + 1
     asked = [r for r in sandbox.mc.requests if r.path.endswith("/api-1.42.0/evidence-status")]
     assert asked and asked[-1].scope == "evidence:read" and asked[-1].query == {"environment": "production"}
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_harness import deploy, jobs_of, needs_kubectl, record, run_job
+from cluster_harness import deploy, jobs_of, needs_kubectl, record, run_job, token_context
 from serve_harness import EVIDENCE_GAP, ServeProcess, rendered_body
 
 from rollbook import __version__
@@ -67,8 +67,9 @@ def test_an_unknown_image_fails_the_job_with_the_reason(cluster: tuple[Sandbox, 
 
 def test_serve_submits_one_job_per_incident(cluster: tuple[Sandbox, Path], tmp_path: Path) -> None:
     sb, records = cluster
+    # serve submits as its own service account (deploy/: Role rollbook-submit-jobs in `rollbook` only)
     svc = ServeProcess(sb, tmp_path, steps="1,2,3",
-                       extra_args=("--executor", "kubernetes", "--context", "sandbox"))
+                       extra_args=("--executor", "kubernetes", "--context", token_context(sb, "rollbook-serve")))
     assert sb.jobs is not None
     sb.jobs.claim_dirs[("rollbook", "rollbook-records")] = svc.out  # serve's --out is the records volume
     svc.start()
@@ -86,3 +87,6 @@ def test_serve_submits_one_job_per_incident(cluster: tuple[Sandbox, Path], tmp_p
     assert done["verdicts"] == {s["name"]: s["verdict"] for s in rec["steps"]}
     (job,) = jobs_of(sb, incident)
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "rollbook-viewer"
+    submits = [r for r in sb.apiserver.requests if r.method == "POST" and r.path == "/apis/batch/v1/namespaces/rollbook/jobs"
+               and r.user == "system:serviceaccount:rollbook:rollbook-serve"]
+    assert len(submits) == 1

@@ -23,10 +23,8 @@ from rollbook.sandbox.loader import (
 from rollbook.sandbox.mc import MCServer
 from rollbook.sandbox.store import Store
 
-# ../shared/ beside the checkout, as laid out for developers and CI (else the workplace's copy)
-FIXTURES = next((p / "fixtures" / "argo-rollouts" for p in (Path(__file__).resolve().parents[3] / "shared",
-                                                            Path("/work/shared")) if p.is_dir()),
-                Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts")
+# Argo's upstream test data, shipped in the project (fixtures/argo-rollouts/README.md says from where)
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "argo-rollouts"
 BUILTINS = ["evidence-gap", "slo-regression", "rollback-loop", "release-mismatch", "evidence-lost", "mc-errors",
             "healthy"]
 NOW = datetime(2026, 8, 21, 10, 15, 0, tzinfo=UTC)

@@ -26,8 +26,7 @@ from rollbook.preflight import Finding, Report, run_preflight
 from rollbook.sandbox.server import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = next((p for p in (ROOT.parent / "shared" / "fixtures" / "argo-rollouts",
-                             Path("/work/shared/fixtures/argo-rollouts")) if p.is_dir()), None)
+FIXTURES: Path | None = ROOT / "fixtures" / "argo-rollouts"   # shipped in the project
 
 
 def _folders() -> list[Path]:

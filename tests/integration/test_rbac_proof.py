@@ -130,3 +130,53 @@ def _operator_retries(sb: Sandbox, records: Path) -> None:
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "rollbook-operator"
     patches = [r for r in sb.apiserver.requests if r.method == "PATCH" and r.path.endswith("/rollouts/api/status")]
     assert patches and {r.user for r in patches} == {SA.format("rollbook-operator")}
+
+
+# The viewer Role's rules (deploy/namespace-access/roles.yaml), one removed at a time, against evidence-gap.
+# REQUIRED: the read-only steps cannot run without it, and the run says which permission is missing.
+# NOT EXERCISED here: this scenario never needs it, so its removal changes nothing; the step that needs it:
+#   analysistemplates get - a metric's provider once its AnalysisRun was garbage-collected (step 2, 4);
+#   experiments get/list  - no rollbook code reads experiments: granted as Argo's aggregate view role does,
+#                           for the `kubectl argo rollouts get rollout` rollbook prints;
+#   pods/log get          - the `kubectl logs` evidence of a crashing canary (step 2).
+REQUIRED = {"rollouts", "analysisruns", "replicasets", "pods", "events"}
+NOT_EXERCISED = {"analysistemplates", "experiments", "pods/log"}
+
+
+def _viewer_rules() -> list[dict[str, Any]]:
+    import yaml
+
+    from tests.deploy_render import DEPLOY
+
+    docs = list(yaml.safe_load_all((DEPLOY / "namespace-access" / "roles.yaml").read_text(encoding="utf-8")))
+    (role,) = [d for d in docs if d["metadata"]["name"] == "rollbook-viewer"]
+    return list(role["rules"])
+
+
+def test_the_lists_cover_every_rule() -> None:
+    assert {r["resources"][0] for r in _viewer_rules()} == REQUIRED | NOT_EXERCISED
+
+
+@pytest.mark.parametrize("index", range(len(_viewer_rules())),
+                         ids=[r["resources"][0] for r in _viewer_rules()])
+def test_removing_one_rule_from_the_viewer_role(cluster: Cluster, index: int) -> None:
+    sb, records = cluster
+    rule = _viewer_rules()[index]
+    resource = rule["resources"][0]
+    kubectl(sb, "-n", "prod", "patch", "role", "rollbook-viewer", "--type", "json",
+            "-p", json.dumps([{"op": "remove", "path": f"/rules/{index}"}]))
+    try:
+        incident = f"INC-MIN-{index}"
+        done = run_job(sb, records, "--incident", incident, "--steps", "1,2,3", "--step-timeout", "120")
+    finally:
+        kubectl(sb, "apply", "-k", str(Path(__file__).resolve().parents[2] / "deploy" / "namespace-access"))
+    said = done.stdout + done.stderr
+    for path in (records / incident).glob("*/record.json"):
+        said += path.read_text(encoding="utf-8")
+    named = [f'cannot {verb} resource \\"{resource}\\"' for verb in rule["verbs"]] + [
+        f'cannot {verb} resource "{resource}"' for verb in rule["verbs"]]
+    if resource in REQUIRED:
+        assert done.returncode != 0, f"the steps ran without {rule}"
+        assert any(n in said for n in named), f"no message names the missing {resource} rule: {said[-2000:]}"
+    else:
+        assert done.returncode == 0, said[-2000:]

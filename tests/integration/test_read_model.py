@@ -28,10 +28,8 @@ from rollbook.cluster.connect import Cluster
 from rollbook.errors import ClusterUnavailable, ConfigError, Conflict, NotFound, Unauthorized
 from rollbook.sandbox.loader import builtin_scenarios, load_scenario
 
-# ../shared/ beside the checkout, as laid out for developers and CI (else the workplace's copy)
-FIXTURES = next((p / "fixtures" / "argo-rollouts" for p in (Path(__file__).resolve().parents[3] / "shared",
-                                                            Path("/work/shared")) if p.is_dir()),
-                Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts")
+# Argo's upstream test data, shipped in the project (fixtures/argo-rollouts/README.md says from where)
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "argo-rollouts"
 SCENARIOS = builtin_scenarios()
 
 

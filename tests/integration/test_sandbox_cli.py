@@ -22,10 +22,8 @@ from kubernetes.client.exceptions import ApiException
 
 from rollbook.sandbox.server import Sandbox
 
-# ../shared/ beside the checkout, as laid out for developers and CI (else the workplace's copy)
-FIXTURES = next((p / "fixtures" / "argo-rollouts" for p in (Path(__file__).resolve().parents[3] / "shared",
-                                                            Path("/work/shared")) if p.is_dir()),
-                Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts")
+# Argo's upstream test data, shipped in the project (fixtures/argo-rollouts/README.md says from where)
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "argo-rollouts"
 READY_KEYS = {"kube_url", "mc_url", "kubeconfig", "scenario", "pid", "rollouts"}
 
 
@@ -53,8 +51,9 @@ def test_start_writes_the_state_files_and_reports_its_start_up_time(tmp_path: Pa
         assert env["KUBECONFIG"] == str(sb.kubeconfig) and Path(env["KUBECONFIG"]).is_absolute()
         assert env["ROLLBOOK_MC_URL"] == sb.mc_url
         token_file = Path(env["ROLLBOOK_MC_TOKEN_FILE"])
-        # the on-call session attaches evidence (step 4), so env.sh hands it MC's read-write token
-        assert token_file.is_absolute() and token_file.read_text().strip() == sb.mc_write_token
+        # a first look needs only MC's read-only token; the read-write one is opt-in (attaching evidence, demo)
+        assert token_file.is_absolute() and token_file.read_text().strip() == sb.mc_read_token
+        assert sb.mc_write_token not in json.dumps(env)
         assert env["ROLLBOOK_NAMESPACE"] == "prod" and env["ROLLBOOK_ROLLOUT"] == "api"
         config = yaml.safe_load(Path(env["ROLLBOOK_CONFIG"]).read_text())
         assert config["kube"] == {"kubeconfig": str(sb.kubeconfig), "read_context": "sandbox-viewer",
@@ -209,3 +208,105 @@ def test_prometheus_stand_in_serves_the_scenarios_series_for_canary_and_stable(s
         body = httpx.get(url, params={"query": query.replace(canary, hash_)}, timeout=5).json()
         (value,) = [float(s["value"][1]) for s in body["data"]["result"]]
         assert (value > 0.01) is breaches
+
+
+# --------------------------------------------------------------------------- issue 13 item 9
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_viewer_cannot_read_secrets_like_a_real_view_role(sandbox: Sandbox) -> None:
+    sandbox.store.create("secrets", "prod", {"metadata": {"name": "db"}, "stringData": {"password": "hunter2"}})
+    viewer = client.CoreV1Api(config.new_client_from_config(str(sandbox.kubeconfig), context="sandbox-viewer"))
+    for call in (lambda: viewer.list_namespaced_secret("prod", _request_timeout=5),
+                 lambda: viewer.read_namespaced_secret("db", "prod", _request_timeout=5),
+                 lambda: viewer.list_secret_for_all_namespaces(_request_timeout=5)):
+        with pytest.raises(ApiException) as e:
+            call()
+        assert e.value.status == 403 and 'cannot' in json.loads(e.value.body)["message"]
+    assert len(viewer.list_namespaced_pod("prod", _request_timeout=5).items) == 4   # everything else still reads
+    operator = client.CoreV1Api(config.new_client_from_config(str(sandbox.kubeconfig)))
+    assert operator.read_namespaced_secret("db", "prod", _request_timeout=5).data["password"]
+    auth = client.AuthorizationV1Api(config.new_client_from_config(str(sandbox.kubeconfig), context="sandbox-viewer"))
+    review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
+        resource_attributes=client.V1ResourceAttributes(verb="get", resource="secrets", namespace="prod")))
+    assert auth.create_self_subject_access_review(review, _request_timeout=5).status.allowed is False
+    rules = auth.create_self_subject_rules_review(client.V1SelfSubjectRulesReview(
+        spec=client.V1SelfSubjectRulesReviewSpec(namespace="prod")), _request_timeout=5).status.resource_rules
+    assert "secrets" not in rules[0].resources and "pods" in rules[0].resources
+
+
+def test_env_sh_hands_out_only_mcs_read_token(sandbox: Sandbox) -> None:
+    env = env_exports(sandbox.env_file)
+    token = Path(env["ROLLBOOK_MC_TOKEN_FILE"]).read_text().strip()
+    attach = httpx.post(f"{sandbox.mc_url}/api/v1/releases/api-1.42.0/evidence", params={"environment": "production"},
+                        headers={"Authorization": f"Bearer {token}"}, timeout=5,
+                        json={"name": "test-report", "type": "junit", "summary": {"total": 1, "failures": 0}})
+    assert attach.status_code == 403                      # the default session cannot change MC
+    assert "token_file" not in yaml.safe_load(sandbox.config_file.read_text())["mc"]  # env decides, not the file
+
+
+def test_the_sandbox_ships_the_sample_report_the_readme_follow_up_attaches(sandbox: Sandbox) -> None:
+    import xml.etree.ElementTree as ET
+
+    assert "--param evidence_file=.sandbox/reports/junit.xml" in README
+    assert sandbox.sample_report == sandbox.state_dir / "reports" / "junit.xml"
+    suites = ET.fromstring(sandbox.sample_report.read_text())
+    assert int(suites.get("tests", "0")) > 0 and suites.get("failures") == "0" and suites.get("errors") == "0"
+    assert "ROLLBOOK_MC_TOKEN_FILE=$PWD/.sandbox/mc-write-token" in README
+
+
+def test_stopping_the_sandbox_turns_env_sh_into_a_notice(tmp_path: Path) -> None:
+    with Sandbox("healthy", tmp_path / "state") as sb:
+        url = sb.kube_url
+        assert env_exports(sb.env_file)["KUBECONFIG"] == str(sb.kubeconfig)
+    proc = subprocess.run(["bash", "-c", f"source {sb.env_file}; echo rc=$?; echo KUBECONFIG=${{KUBECONFIG:-}}"],
+                          capture_output=True, text=True, timeout=10, env={"PATH": os.environ["PATH"]})
+    assert "rc=1" in proc.stdout and "KUBECONFIG=\n" in proc.stdout + "\n"
+    assert "is stopped" in proc.stderr and url in proc.stderr and f"--state-dir {sb.state_dir}" in proc.stderr
+
+
+def test_the_upstream_fixtures_the_readme_names_ship_in_the_project() -> None:
+    named = [line.split("--scenario ", 1)[1].split("`")[0] for line in README.splitlines()
+             if "--scenario fixtures/" in line]
+    assert named, "the README names a fixture folder"
+    for folder in named:
+        assert (ROOT / folder).is_dir() and list((ROOT / folder).glob("*.yaml"))
+    assert "../shared" not in README
+    assert "Apache" in (ROOT / "fixtures" / "argo-rollouts" / "README.md").read_text()
+
+
+def test_the_readme_says_the_argo_kubectl_plugin_is_not_installed() -> None:
+    assert "`kubectl argo rollouts` (the Argo plugin the playbook quotes) is **not installed here**" in README
+
+
+def test_sandbox_faults_file_reaches_the_real_client_and_a_bad_one_is_refused(
+        tmp_path: Path, run_cli: Callable[..., subprocess.Popen[str]]) -> None:
+    rules = tmp_path / "faults.yaml"
+    rules.write_text("faults:\n  - {service: kube, method: GET, path: '*/rollouts/payments-api', fault: status,\n"
+                     "     status: 403, count: 1}\n  - {service: mc, fault: html_login, count: null}\n")
+    state = tmp_path / "state"
+    proc = run_cli("--scenario", "slo-regression", "--state-dir", str(state), "--faults", str(rules))
+    ready = wait_ready(state, proc)
+    api = client.CustomObjectsApi(config.new_client_from_config(ready["kubeconfig"], context="sandbox"))
+    with pytest.raises(client.ApiException) as denied:
+        api.get_namespaced_custom_object("argoproj.io", "v1alpha1", "payments", "rollouts", "payments-api",
+                                         _request_timeout=5)
+    assert denied.value.status == 403 and "injected fault" in str(denied.value.body)
+    ro = api.get_namespaced_custom_object("argoproj.io", "v1alpha1", "payments", "rollouts", "payments-api",
+                                          _request_timeout=5)  # count 1: the next one is served
+    assert ro["metadata"]["name"] == "payments-api"
+    import httpx
+
+    page = httpx.get(f"{ready['mc_url']}/health", timeout=5)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("faults:\n  - {service: kube, fault: explode}\n")
+    refused = subprocess.run([sys.executable, "-m", "rollbook.cli", "sandbox", "--state-dir", str(tmp_path / "s2"),
+                              "--faults", str(bad)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "fault 'explode' is not one of" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,38 +43,31 @@ class Target(Owned):
         return sb.store.get("analysistemplates", self.namespace, name)
 
 
-def _start(tmp: Path, scenario: str) -> Sandbox:
-    return Sandbox(SCENARIOS / scenario, tmp / "sandbox", 0, admin=True, timings=FAST_TIMINGS).start()
+@pytest.fixture
+def played(shared_runs: Any) -> Callable[..., Played]:
+    """Run the whole playbook once per (scenario, setup, options); later tests of the same run reuse it.
 
-
-@pytest.fixture(scope="module")
-def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Played]]:
-    """Run the whole playbook once per (scenario, options); later tests of the same scenario reuse the run."""
-    done: dict[str, Played] = {}
-    sandboxes: list[Sandbox] = []
+    Through conftest `SharedRuns` (keyed by everything the run depends on; tests of one run carry one
+    xdist_group so that `--dist loadgroup` keeps them on one worker)."""
 
     def get(scenario: str, setup: Callable[[Sandbox], None] | None = None, **kw: Any) -> Played:
-        if scenario in done:
-            return done[scenario]
-        tmp = tmp_path_factory.mktemp(scenario)
-        sb = _start(tmp, scenario)
-        sandboxes.append(sb)
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
-                               "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
-                mp.setenv(key, value)
-            mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
-            mp.delenv("ROLLBOOK_CONFIG", raising=False)
-            before = Target.of_target(sb)
-            mc_before = sb.mc.state
-            if setup is not None:
-                setup(sb)
-            done[scenario] = run_playbook(sb, before, mc_before, "INC-1212", tmp / "out", **kw)
-        return done[scenario]
+        def make(folder: Path, start: Callable[..., Sandbox]) -> Played:
+            sb = start(SCENARIOS / scenario, timings=FAST_TIMINGS)
+            with pytest.MonkeyPatch.context() as mp:
+                for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
+                                   "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
+                    mp.setenv(key, value)
+                mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
+                mp.delenv("ROLLBOOK_CONFIG", raising=False)
+                before = Target.of_target(sb)
+                mc_before = sb.mc.state
+                if setup is not None:
+                    setup(sb)
+                return run_playbook(sb, before, mc_before, "INC-1212", folder / "out", **kw)
 
-    yield get
-    for sb in reversed(sandboxes):
-        sb.stop()
+        return shared_runs.get(shared_runs.key(scenario, setup=setup, **kw), make)
+
+    return get
 
 
 def target(p: Played) -> Target:
@@ -113,6 +106,7 @@ def labelled(text: str, at: int, length: int) -> bool:
 KEPT = "canary-kept-abort-delay-zero"
 
 
+@pytest.mark.xdist_group("misreadings-kept-canary")
 def test_kept_canary_is_a_complete_rollback_without_escalation(played: Callable[..., Played]) -> None:
     p = played(KEPT, params={"wait_seconds": 20})
     w, f = target(p), p.findings
@@ -135,6 +129,7 @@ def test_kept_canary_is_a_complete_rollback_without_escalation(played: Callable[
     assert p.result.exit_code != 4
 
 
+@pytest.mark.xdist_group("misreadings-kept-canary")
 def test_kept_canary_closeout_passes_and_names_what_undo_removes(played: Callable[..., Played]) -> None:
     p = played(KEPT, params={"wait_seconds": 20})
     w = target(p)
@@ -146,6 +141,7 @@ def test_kept_canary_closeout_passes_and_names_what_undo_removes(played: Callabl
     assert_nothing_mutated(p)
 
 
+@pytest.mark.xdist_group("misreadings-kept-canary")
 def test_dot_form_field_ref_and_step_level_run_metadata_are_read(played: Callable[..., Played]) -> None:
     p = played(KEPT, params={"wait_seconds": 20})
     w, f = target(p), p.findings
@@ -163,6 +159,7 @@ def test_dot_form_field_ref_and_step_level_run_metadata_are_read(played: Callabl
 CURRENT = "mc-current-is-canary-reason-changed"
 
 
+@pytest.mark.xdist_group("misreadings-mc-current")
 def test_failed_closeout_check_says_what_was_found_against_what_was_expected(played: Callable[..., Played]) -> None:
     p = played(CURRENT)
     w = target(p)
@@ -178,6 +175,7 @@ def test_failed_closeout_check_says_what_was_found_against_what_was_expected(pla
     assert "MC shows the expected release" not in summary(p)
 
 
+@pytest.mark.xdist_group("misreadings-mc-current")
 def test_every_quoted_mc_reason_carries_its_source_and_time(played: Callable[..., Played]) -> None:
     p = played(CURRENT)
     w, f = target(p), p.findings
@@ -206,6 +204,7 @@ def test_every_quoted_mc_reason_carries_its_source_and_time(played: Callable[...
 ERRORED = "evidence-gate-errored-mc-502"
 
 
+@pytest.mark.xdist_group("misreadings-errored-gate")
 def test_errored_gate_keeps_what_the_run_recorded_apart_from_mc_now(played: Callable[..., Played]) -> None:
     p = played(ERRORED)
     w, f = target(p), p.findings
@@ -228,6 +227,7 @@ def test_errored_gate_keeps_what_the_run_recorded_apart_from_mc_now(played: Call
     assert step2.index("recorded no MC verdict") < step2.index(live["reason"]) and "MC live, asked" in step2
 
 
+@pytest.mark.xdist_group("misreadings-errored-gate")
 def test_errored_gate_identity_is_not_established_never_matches(played: Callable[..., Played]) -> None:
     p = played(ERRORED)
     w, f = target(p), p.findings
@@ -259,6 +259,31 @@ def test_mismatch_from_the_template_url_names_the_template_not_the_argument(play
     step3 = p.step("validate-release-identity")
     assert step3["verdict"] == "fail" and step3["facts"]["wire_to_fix"] == "template-url"
     assert f"`{url}`" in step3["reason"] and "AnalysisTemplate" in step3["reason"]
+    # MC's stored reason is about the pinned release: its label says so, wherever it is quoted
+    assert f["mc_reason"] == payload["reason"] and f"about release {payload['release_id']}" in f["mc_reason_from"]
+    assert f"about release {payload['release_id']}, not the canary" in summary(p)
     assert "fieldRef" not in step3["reason"] and "release-id argument)" not in step3["reason"]
+    assert p.findings["retried"] is False
+    assert_nothing_mutated(p)
+
+
+ARG_WRONG = "analysis-arg-reads-rollout-label"
+
+
+def test_mismatch_from_the_argument_names_the_rollouts_args_not_the_template(played: Callable[..., Played]) -> None:
+    p = played(ARG_WRONG)
+    w, f = target(p), p.findings
+    run = w.failed_run
+    canary = w.release_of(w.canary_rs)
+    arg = next(a["value"] for a in run["spec"]["args"] if a["name"] == "release-id")
+    path = next(a for a in w.analysis_step()["args"] if a["name"] == "release-id")["valueFrom"]["fieldRef"]["fieldPath"]
+    payload = stored_gate_verdict(run)
+    assert payload is not None and arg != canary and payload["release_id"] == arg
+    assert w.rollout["metadata"]["labels"]["release-id"] == arg  # the argument read the Rollout's own label
+    assert f["release_identity_ok"] is False
+    step3 = p.step("validate-release-identity")
+    assert step3["verdict"] == "fail" and step3["facts"]["wire_to_fix"] == "rollout-args"
+    assert f"fieldPath: {path}" in step3["reason"] and "Rollout's analysis args" in step3["reason"]
+    assert "AnalysisTemplate" not in step3["reason"] and "URL" not in step3["reason"]
     assert p.findings["retried"] is False
     assert_nothing_mutated(p)

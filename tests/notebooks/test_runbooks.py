@@ -189,12 +189,9 @@ def test_unknown_rollout_exits_2_before_any_kernel_and_names_what_exists(
     assert not (tmp_path / "out").exists()
 
 
-UPSTREAM = next((p / "fixtures" / "argo-rollouts" / "rollout-aborted"
-                 for p in (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared")) if p.is_dir()),
-                Path("../shared/fixtures/argo-rollouts/rollout-aborted"))
+UPSTREAM = Path(__file__).resolve().parents[2] / "fixtures" / "argo-rollouts" / "rollout-aborted"  # shipped
 
 
-@pytest.mark.skipif(not UPSTREAM.is_dir(), reason="../shared/fixtures is not beside this checkout")
 def test_argos_own_aborted_fixture_runs_the_whole_playbook_without_guessing(scenario_run: Any) -> None:
     # a pre-1.0 object, no MC state, a metric named "web" (no release-id, no evidence gate): every step reaches a
     # verdict, nothing is invented, and nothing is retried

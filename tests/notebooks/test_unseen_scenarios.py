@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,31 +145,38 @@ def run_playbook(sb: Sandbox, before: Any, mc_before: Any, incident: str, out: P
 
 
 @pytest.fixture
-def play(sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch,
-         tmp_path: Path) -> Iterator[Callable[..., Played]]:
-    """Start a scenario folder, run all six steps through `app.run` with the sandbox's own config."""
-    threads: list[threading.Thread] = []
+def play(shared_runs: Any) -> Callable[..., Played]:
+    """Start a scenario folder, run all six steps through `app.run` with the sandbox's own config.
+
+    Once per (scenario, hook, timings, parameters) in this module: tests asking for the same run share it
+    (conftest `SharedRuns`; they only read the result) and carry the same xdist_group."""
 
     def go(scenario: str, *, during: Hook | None = None, timings: Timings | None = None, **kw: Any) -> Played:
-        # a test that plays Argo's part itself gets a controller too slow to pre-empt it
-        slow = Timings(analysis_seconds=600.0, error_interval_seconds=0.02, scale=100.0, idle_poll_seconds=0.05)
-        sb = sandbox_factory(SCENARIOS / scenario, timings=timings or (slow if during is not None else FAST_TIMINGS))
-        for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
-                           "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("ROLLBOOK_MC_TOKEN", raising=False)
-        monkeypatch.delenv("ROLLBOOK_CONFIG", raising=False)
-        before = World.read(sb)
-        mc_before = sb.mc.state
-        if during is not None:  # the cluster moving on while the playbook runs (e.g. Argo finishing a rollback)
-            t = threading.Thread(target=during, args=(sb, before), daemon=True, name=f"during-{scenario}")
-            threads.append(t)
-            t.start()
-        return run_playbook(sb, before, mc_before, "INC-7731", tmp_path / "out", **kw)
+        def make(folder: Path, start: Callable[..., Sandbox]) -> Played:
+            # a test that plays Argo's part itself gets a controller too slow to pre-empt it
+            slow = Timings(analysis_seconds=600.0, error_interval_seconds=0.02, scale=100.0, idle_poll_seconds=0.05)
+            sb = start(SCENARIOS / scenario, timings=timings or (slow if during is not None else FAST_TIMINGS))
+            with pytest.MonkeyPatch.context() as mp:
+                for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
+                                   "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
+                    mp.setenv(key, value)
+                mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
+                mp.delenv("ROLLBOOK_CONFIG", raising=False)
+                before = World.read(sb)
+                mc_before = sb.mc.state
+                thread = None
+                if during is not None:  # the cluster moving on while the playbook runs (e.g. Argo finishing a rollback)
+                    thread = threading.Thread(target=during, args=(sb, before), daemon=True, name=f"during-{scenario}")
+                    thread.start()
+                try:
+                    return run_playbook(sb, before, mc_before, "INC-7731", folder / "out", **kw)
+                finally:
+                    if thread is not None:
+                        thread.join(timeout=10)
 
-    yield go
-    for t in threads:
-        t.join(timeout=10)
+        return shared_runs.get(shared_runs.key(scenario, during=during, timings=timings, **kw), make)
+
+    return go
 
 
 def mc_verdict(p: Played, release: str) -> dict[str, Any]:
@@ -395,6 +402,7 @@ def release_when_step1_polls(sb: Sandbox, w: World) -> None:
 # --------------------------------------------------------------------------- 4. canary pods still present
 
 
+@pytest.mark.xdist_group("unseen1-canary-pods-lingering")
 def test_identity_comes_from_live_canary_pods_while_they_linger(play: Callable[..., Played]) -> None:
     p = play("canary-pods-lingering", during=after_identity_read, params={"wait_seconds": 60})
     w, f = p.before, p.findings
@@ -416,6 +424,7 @@ def test_identity_comes_from_live_canary_pods_while_they_linger(play: Callable[.
     assert f["escalate"] is False
 
 
+@pytest.mark.xdist_group("unseen1-canary-pods-lingering")
 def test_closeout_passes_once_the_lingering_canary_is_scaled_down(play: Callable[..., Played]) -> None:
     p = play("canary-pods-lingering", during=after_identity_read, params={"wait_seconds": 60})
     w = p.before
@@ -484,6 +493,7 @@ def test_crashlooping_stable_pod_escalates_and_blocks_closeout(play: Callable[..
 # --------------------------------------------------------------------------- 7. inconclusive: paused, not aborted
 
 
+@pytest.mark.xdist_group("unseen1-inconclusive-paused")
 def test_inconclusive_pause_is_not_treated_as_an_abort(play: Callable[..., Played]) -> None:
     p = play("inconclusive-paused")
     w, f = p.before, p.findings
@@ -502,6 +512,7 @@ def test_inconclusive_pause_is_not_treated_as_an_abort(play: Callable[..., Playe
     assert v["verify-closeout"] == "fail" and p.result.exit_code == 6
 
 
+@pytest.mark.xdist_group("unseen1-inconclusive-paused")
 def test_inconclusive_pause_is_never_closed_out_for_the_right_reason(play: Callable[..., Played]) -> None:
     p = play("inconclusive-paused")
     w = p.before
@@ -516,6 +527,7 @@ def test_inconclusive_pause_is_never_closed_out_for_the_right_reason(play: Calla
 # --------------------------------------------------------------------------- 8. rollback still under way
 
 
+@pytest.mark.xdist_group("unseen1-rollback-in-progress")
 def test_rollback_under_way_step1_waits_then_confirms(play: Callable[..., Played]) -> None:
     p = play("rollback-in-progress", during=while_step1_waits, params={"wait_seconds": 60})
     w, f = p.before, p.findings
@@ -551,6 +563,7 @@ def test_the_sandbox_controller_itself_finishes_a_rollback_loaded_mid_way(play: 
     assert_nothing_mutated(p)
 
 
+@pytest.mark.xdist_group("unseen1-rollback-in-progress")
 def test_closeout_passes_after_the_rollback_finished(play: Callable[..., Played]) -> None:
     p = play("rollback-in-progress", during=while_step1_waits, params={"wait_seconds": 60})
     w = p.before

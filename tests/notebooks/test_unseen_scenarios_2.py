@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,22 +93,27 @@ class Owned(World):
 
 
 @pytest.fixture
-def play(sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch,
-         tmp_path: Path) -> Iterator[Callable[..., Played]]:
-    """As the first round's `play`, but the target is the aborted Rollout (not the sandbox's first one)."""
+def play(shared_runs: Any) -> Callable[..., Played]:
+    """As the first round's `play`, but the target is the aborted Rollout (not the sandbox's first one).
+
+    Once per (scenario, parameters) in this module, shared by the tests that read it (conftest `SharedRuns`)."""
 
     def go(scenario: str, **kw: Any) -> Played:
-        sb = sandbox_factory(SCENARIOS / scenario, timings=FAST_TIMINGS)
-        for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
-                           "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("ROLLBOOK_MC_TOKEN", raising=False)
-        monkeypatch.delenv("ROLLBOOK_CONFIG", raising=False)
-        before = Owned.of_target(sb)
-        mc_before = sb.mc.state
-        return run_playbook(sb, before, mc_before, "INC-8802", tmp_path / "out", **kw)
+        def make(folder: Path, start: Callable[..., Sandbox]) -> Played:
+            sb = start(SCENARIOS / scenario, timings=FAST_TIMINGS)
+            with pytest.MonkeyPatch.context() as mp:
+                for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
+                                   "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
+                    mp.setenv(key, value)
+                mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
+                mp.delenv("ROLLBOOK_CONFIG", raising=False)
+                before = Owned.of_target(sb)
+                mc_before = sb.mc.state
+                return run_playbook(sb, before, mc_before, "INC-8802", folder / "out", **kw)
 
-    yield go
+        return shared_runs.get(shared_runs.key(scenario, **kw), make)
+
+    return go
 
 
 def target(p: Played) -> Owned:
@@ -182,6 +187,7 @@ def assert_closed_out(p: Played) -> None:
 # --------------------------------------------------------------------------- 1. sibling Rollouts sharing a prefix
 
 
+@pytest.mark.xdist_group("unseen2-sibling-rollouts")
 def test_sibling_rollouts_only_the_aborted_ones_runs_are_read(play: Callable[..., Played]) -> None:
     p = play("sibling-rollouts-shared-prefix")
     w, f = target(p), p.findings
@@ -212,6 +218,7 @@ def test_sibling_rollouts_only_the_aborted_ones_runs_are_read(play: Callable[...
     assert p.result.exit_code == 5  # step 4 needs a human (MC still fails the release): its own code
 
 
+@pytest.mark.xdist_group("unseen2-sibling-rollouts")
 def test_sibling_rollouts_snapshot_holds_only_the_targets_objects(play: Callable[..., Played]) -> None:
     p = play("sibling-rollouts-shared-prefix")
     w = target(p)
@@ -227,6 +234,7 @@ def test_sibling_rollouts_snapshot_holds_only_the_targets_objects(play: Callable
 # --------------------------------------------------------------------------- 2. an SLO metric in Error
 
 
+@pytest.mark.xdist_group("unseen2-slo-metric-error")
 def test_slo_metric_error_is_an_error_not_an_slo_regression(play: Callable[..., Played]) -> None:
     p = play("slo-metric-error-prometheus-down")
     w, f = target(p), p.findings
@@ -255,6 +263,7 @@ def test_slo_metric_error_is_an_error_not_an_slo_regression(play: Callable[..., 
     assert_closed_out(p)
 
 
+@pytest.mark.xdist_group("unseen2-slo-metric-error")
 def test_slo_metric_error_retry_advice_names_what_errored(play: Callable[..., Played]) -> None:
     p = play("slo-metric-error-prometheus-down")
     w = target(p)
@@ -267,6 +276,7 @@ def test_slo_metric_error_retry_advice_names_what_errored(play: Callable[..., Pl
 # --------------------------------------------------------------------------- 3. a dry-run metric failed
 
 
+@pytest.mark.xdist_group("unseen2-dry-run-metric-failed")
 def test_dry_run_failure_does_not_hide_the_evidence_reason(play: Callable[..., Played]) -> None:
     p = play("dry-run-metric-failed")
     w, f = target(p), p.findings
@@ -283,6 +293,7 @@ def test_dry_run_failure_does_not_hide_the_evidence_reason(play: Callable[..., P
     assert f["escalate"] is False
 
 
+@pytest.mark.xdist_group("unseen2-dry-run-metric-failed")
 def test_dry_run_failure_is_not_a_trigger(play: Callable[..., Played]) -> None:
     p = play("dry-run-metric-failed")
     w, f = target(p), p.findings
@@ -358,6 +369,7 @@ def test_retried_once_escalation_deadline_counts_from_the_first_abort(play: Call
 # --------------------------------------------------------------------------- 5. release id under another label
 
 
+@pytest.mark.xdist_group("unseen2-release-id-other-label")
 def test_release_label_key_findings_that_do_not_need_the_label(play: Callable[..., Played]) -> None:
     p = play("release-id-other-label")
     w, f = target(p), p.findings
@@ -374,12 +386,14 @@ def test_release_label_key_findings_that_do_not_need_the_label(play: Callable[..
     assert p.mc_writes() == []
 
 
+@pytest.mark.xdist_group("unseen2-release-id-other-label")
 def test_release_label_key_identity_from_the_analysis_fieldref(play: Callable[..., Played]) -> None:
     p = play("release-id-other-label")
     assert_identity(p)
     assert p.step("validate-release-identity")["verdict"] == "pass"
 
 
+@pytest.mark.xdist_group("unseen2-release-id-other-label")
 def test_release_label_key_closeout(play: Callable[..., Played]) -> None:
     p = play("release-id-other-label")
     w = target(p)
@@ -390,6 +404,7 @@ def test_release_label_key_closeout(play: Callable[..., Played]) -> None:
 # --------------------------------------------------------------------------- 6. workloadRef Rollout, SLO failure
 
 
+@pytest.mark.xdist_group("unseen2-workload-ref")
 def test_workload_ref_slo_regression_is_read_without_a_rollout_template(play: Callable[..., Played]) -> None:
     p = play("workload-ref-slo-regression")
     w, f = target(p), p.findings
@@ -410,6 +425,7 @@ def test_workload_ref_slo_regression_is_read_without_a_rollout_template(play: Ca
     assert_closed_out(p)
 
 
+@pytest.mark.xdist_group("unseen2-workload-ref")
 def test_workload_ref_undo_advice_targets_the_deployment(play: Callable[..., Played]) -> None:
     p = play("workload-ref-slo-regression")
     w = target(p)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,24 +50,30 @@ Setup = Callable[[Sandbox], None]
 
 
 @pytest.fixture
-def play(sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch,
-         tmp_path: Path) -> Iterator[Callable[..., Played]]:
-    """As the second round's `play`, with an optional `setup(sb)` run after start (e.g. MC faults)."""
+def play(shared_runs: Any) -> Callable[..., Played]:
+    """As the second round's `play`, with an optional `setup(sb)` run after start (e.g. MC faults).
+
+    Once per (scenario, setup, parameters) in this module, shared by the tests that read it (conftest
+    `SharedRuns`; a setup counts by its name and closure values)."""
 
     def go(scenario: str, *, setup: Setup | None = None, **kw: Any) -> Played:
-        sb = sandbox_factory(SCENARIOS / scenario, timings=FAST_TIMINGS)
-        for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
-                           "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("ROLLBOOK_MC_TOKEN", raising=False)
-        monkeypatch.delenv("ROLLBOOK_CONFIG", raising=False)
-        before = Owned.of_target(sb)
-        mc_before = sb.mc.state
-        if setup is not None:
-            setup(sb)
-        return run_playbook(sb, before, mc_before, "INC-9913", tmp_path / "out", **kw)
+        def make(folder: Path, start: Callable[..., Sandbox]) -> Played:
+            sb = start(SCENARIOS / scenario, timings=FAST_TIMINGS)
+            with pytest.MonkeyPatch.context() as mp:
+                for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
+                                   "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
+                    mp.setenv(key, value)
+                mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
+                mp.delenv("ROLLBOOK_CONFIG", raising=False)
+                before = Owned.of_target(sb)
+                mc_before = sb.mc.state
+                if setup is not None:
+                    setup(sb)
+                return run_playbook(sb, before, mc_before, "INC-9913", folder / "out", **kw)
 
-    yield go
+        return shared_runs.get(shared_runs.key(scenario, setup=setup, **kw), make)
+
+    return go
 
 
 def canary_runs(w: Owned) -> list[dict[str, Any]]:
@@ -175,6 +181,7 @@ def test_mc_down_closeout_says_mc_is_unreachable(play: Callable[..., Played]) ->
 # --------------------------------------------------------------------------- 2. the failed run was garbage-collected
 
 
+@pytest.mark.xdist_group("unseen3-analysisrun-gc")
 def test_run_gone_reason_comes_from_mc_live_and_nothing_is_guessed(play: Callable[..., Played]) -> None:
     p = play("analysisrun-garbage-collected")
     w, f = target(p), p.findings
@@ -198,6 +205,7 @@ def test_run_gone_reason_comes_from_mc_live_and_nothing_is_guessed(play: Callabl
     assert_closed_out(p)
 
 
+@pytest.mark.xdist_group("unseen3-analysisrun-gc")
 def test_run_gone_trigger_is_read_from_the_abort_message(play: Callable[..., Played]) -> None:
     p = play("analysisrun-garbage-collected")
     w, f = target(p), p.findings
@@ -248,6 +256,7 @@ def test_abort_by_hand_step1_does_not_blame_an_analysis(play: Callable[..., Play
 # --------------------------------------------------------------------------- 4. a sidecar listed before the app
 
 
+@pytest.mark.xdist_group("unseen3-sidecar-first")
 def test_sidecar_first_findings_and_closeout(play: Callable[..., Played]) -> None:
     p = play("sidecar-first-app-changed")
     w, f = target(p), p.findings
@@ -263,6 +272,7 @@ def test_sidecar_first_findings_and_closeout(play: Callable[..., Played]) -> Non
     assert_closed_out(p)
 
 
+@pytest.mark.xdist_group("unseen3-sidecar-first")
 def test_sidecar_first_stable_image_is_the_app_containers(play: Callable[..., Played]) -> None:
     p = play("sidecar-first-app-changed")
     w = target(p)
@@ -366,6 +376,7 @@ def _aborted_before(w: Owned) -> dict[str, Any]:
     return below
 
 
+@pytest.mark.xdist_group("unseen3-previous-revision")
 def test_previous_revision_aborted_undo_goes_back_to_stable_not_to_it(play: Callable[..., Played]) -> None:
     p = play("previous-revision-also-aborted")
     w, f = target(p), p.findings
@@ -393,6 +404,7 @@ def test_previous_revision_aborted_undo_goes_back_to_stable_not_to_it(play: Call
     assert p.mc_writes() == []
 
 
+@pytest.mark.xdist_group("unseen3-previous-revision")
 def test_previous_revision_aborted_rollback_is_confirmed_and_closed(play: Callable[..., Played]) -> None:
     p = play("previous-revision-also-aborted")
     w = target(p)

@@ -11,10 +11,8 @@ import yaml
 
 from rollbook.cluster import RolloutView, build_analysis_run, build_view, derive_phase
 
-# ../shared/ beside the checkout, as laid out for developers and CI (else the workplace's copy)
-FIXTURES = next((p / "fixtures" / "argo-rollouts" for p in (Path(__file__).resolve().parents[3] / "shared",
-                                                            Path("/work/shared")) if p.is_dir()),
-                Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "argo-rollouts")
+# Argo's upstream test data, shipped in the project (fixtures/argo-rollouts/README.md says from where)
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "argo-rollouts"
 SEVEN_DAYS_AGO = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

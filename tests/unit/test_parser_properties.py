@@ -110,7 +110,7 @@ def test_steps_parser_answers_numbers_or_a_usage_error(text: str) -> None:
 def test_release_id_is_accepted_only_as_a_kubernetes_label_value(release: str) -> None:
     spec = runner.RunSpec(incident="INC-1", namespace="prod", rollout="api", release_id=release)
     try:
-        runner._check_spec(spec)
+        runner.validation._check_spec(spec)
     except UsageError as e:
         assert "label value" in e.message
         assert not (K8S_LABEL_VALUE.match(release) and 0 < len(release) <= 63 and release.isascii())

@@ -17,7 +17,7 @@ from rollbook.cluster.models import (
     Measurement,
     MetricResult,
 )
-from rollbook.errors import RollbookError
+from rollbook.errors import RollbookError, malformed
 
 if TYPE_CHECKING:
     from rollbook.evidence import Verdict
@@ -126,11 +126,40 @@ def parse_verdict_value(value: str | None) -> tuple[Verdict | None, str | None]:
     return verdict, None
 
 
+MAX_VALUE_CHARS = 64 * 1024  # a measurement value kept beyond this would make a multi-MB notebook cell
+
+
+def truncated(value: str | None) -> str | None:
+    """A measurement value cut to MAX_VALUE_CHARS, with a note saying how long it was."""
+    if value is None or len(value) <= MAX_VALUE_CHARS:
+        return value
+    return (f"{value[:MAX_VALUE_CHARS]} … [truncated by rollbook: {len(value):,} characters, the first "
+            f"{MAX_VALUE_CHARS:,} kept; the whole value is in snapshot/]")
+
+
+def _capped(verdict: Any) -> Any:
+    """MC's verdict with a reason of at most MAX_VALUE_CHARS (it reaches summary.md and the ticket)."""
+    import dataclasses
+
+    if isinstance(verdict, dict) and len(str(verdict.get("reason") or "")) > MAX_VALUE_CHARS:
+        return {**verdict, "reason": truncated(str(verdict["reason"]))}
+    if dataclasses.is_dataclass(verdict) and len(str(getattr(verdict, "reason", ""))) > MAX_VALUE_CHARS:
+        return dataclasses.replace(verdict, reason=truncated(str(getattr(verdict, "reason", ""))) or "")  # type: ignore[type-var]
+    return verdict
+
+
 def build_measurement(raw: Mapping[str, Any], *, with_verdict: bool) -> Measurement:
-    """A Measurement; ``with_verdict`` parses the value as an MC verdict."""
+    """A Measurement; ``with_verdict`` parses the value as an MC verdict (from the whole value, which is
+    then kept only up to MAX_VALUE_CHARS)."""
     value = raw.get("value")
     value = None if value is None else str(value)
     verdict, why = parse_verdict_value(value) if with_verdict else (None, None)
+    verdict = _capped(verdict)
+    why = why if why is None or len(why) <= 500 else why[:500] + " … [truncated by rollbook]"
+    number = parse_number(value)
+    if value is not None and len(value) > MAX_VALUE_CHARS:
+        value = truncated(value)
+        raw = {**raw, "value": value}
     return Measurement(
         phase=str(raw.get("phase", "")),
         value=value,
@@ -138,7 +167,7 @@ def build_measurement(raw: Mapping[str, Any], *, with_verdict: bool) -> Measurem
         started_at=raw.get("startedAt"),
         finished_at=raw.get("finishedAt"),
         metadata={str(k): str(v) for k, v in (raw.get("metadata") or {}).items()},
-        number=parse_number(value),
+        number=number,
         verdict=verdict,
         verdict_error=why,
         raw=dict(raw),
@@ -189,13 +218,23 @@ def build_metric_result(raw: Mapping[str, Any], provider: str | None, dry_run: b
         consecutive_error=_i(raw.get("consecutiveError")),
         message=raw.get("message") or None,
         measurements=tuple(build_measurement(m, with_verdict=with_verdict) for m in raw.get("measurements") or []),
-        raw=dict(raw),
+        raw={**raw, "measurements": [m if not isinstance(m, dict) or len(str(m.get("value") or "")) <= MAX_VALUE_CHARS
+                                     else {**m, "value": truncated(str(m["value"]))}
+                                     for m in raw.get("measurements") or []]},
         dry_run=dry_run,
     )
 
 
 def build_analysis_run(run: Mapping[str, Any]) -> AnalysisRunInfo:
-    """An AnalysisRunInfo with totals summed over all metric results (as the plugin does)."""
+    """An AnalysisRunInfo with totals summed over all metric results (as the plugin does); a field of an
+    unexpected type is a MalformedObject naming the run."""
+    try:
+        return _build_analysis_run(run)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as e:
+        raise malformed("AnalysisRun", run, e) from e
+
+
+def _build_analysis_run(run: Mapping[str, Any]) -> AnalysisRunInfo:
     meta, status = run.get("metadata") or {}, run.get("status") or {}
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     providers = _providers(run)

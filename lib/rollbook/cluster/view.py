@@ -15,6 +15,7 @@ from rollbook.cluster.models import (
 )
 from rollbook.cluster.phase import _steps, actual_weight, derive_phase, set_weight, step_string
 from rollbook.cluster.replicasets import build_replicasets, images_of
+from rollbook.errors import malformed
 
 
 def build_event(event: Mapping[str, Any]) -> EventInfo:
@@ -39,7 +40,22 @@ def build_view(
     analysisruns: Iterable[RawObject] = (),
     events: Iterable[RawObject] = (),
 ) -> RolloutView:
-    """The whole read model of one Rollout from raw objects (extra objects are ignored by owner UID)."""
+    """The whole read model of one Rollout from raw objects (extra objects are ignored by owner UID).
+
+    A field of a type the API never serves there is a MalformedObject naming the Rollout, not a TypeError."""
+    try:
+        return _build_view(rollout, replicasets, pods, analysisruns, events)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as e:
+        raise malformed("Rollout", rollout, e) from e
+
+
+def _build_view(
+    rollout: RawObject,
+    replicasets: Iterable[RawObject],
+    pods: Iterable[RawObject],
+    analysisruns: Iterable[RawObject],
+    events: Iterable[RawObject],
+) -> RolloutView:
     meta, spec, status = _d(rollout, "metadata"), _d(rollout, "spec"), _d(rollout, "status")
     phase, message = derive_phase(rollout)
     rs_infos = build_replicasets(rollout, replicasets, pods)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import textwrap
-from typing import Any
 
+from rollbook.htmltable import HtmlTable
 from rollbook.preflight.model import Finding, Report
 
 _WORD = {"error": "ERROR", "warn": "WARN ", "info": "INFO "}
@@ -50,13 +50,10 @@ def markdown(report: Report) -> str:
     return "\n".join(out)
 
 
-def table(report: Report) -> Any:
-    """The findings as a pandas table for display (the fixes are in the Markdown view)."""
-    import pandas as pd
-
+def table(report: Report) -> HtmlTable:
+    """The findings as a table for display (the fixes are in the Markdown view)."""
     rows = [{k: v for k, v in f.to_dict().items() if k != "fix"} for f in report.findings]
-    frame = pd.DataFrame(rows, columns=["severity", "id", "namespace", "object", "field", "step", "message"])
-    return frame.style.hide(axis="index").set_properties(**{"text-align": "left"})
+    return HtmlTable(rows, ["severity", "id", "namespace", "object", "field", "step", "message"])
 
 
 def show(report: Report) -> None:

@@ -37,7 +37,7 @@ from rollbook.runner.kernels import _Kernel, _kernel_env
 from rollbook.runner.playbook import discover
 
 BACKOFF = 2.0  # seconds between boots after a failed one (bounded retry: the pool never spins)
-DEFAULT_WARMUP = "import rollbook.steps, pandas, matplotlib.figure, matplotlib.backends.backend_agg"
+DEFAULT_WARMUP = "import rollbook.steps, matplotlib.figure, matplotlib.backends.backend_agg"  # no step uses pandas
 
 
 class PoolClosed(RuntimeError):

@@ -149,7 +149,7 @@ def _progress_line(i: int, n: int, r: StepResult) -> str:
     tail = f"skip: {r.reason}" if r.verdict == "skip" else f"{r.verdict} ({r.seconds:.1f} s)"
     if r.verdict == "error":
         tail += f": {r.reason}"
-    return f"[{i}/{n}] {r.name} … {tail}"
+    return record.printable(f"[{i}/{n}] {r.name} … {tail}")
 
 
 # Exit codes of `rollbook run` / `demo` (README, "Commands and exit codes"). 0, 2, 3 and 4 are the public

@@ -83,6 +83,12 @@ class JobRunner:
             t.join(timeout=10)
 
     def _on_event(self, event: str, plural: str, obj: JSON) -> None:
+        if plural == "pods" and event == "DELETED":  # the kubelet stops a deleted pod's container (Job deleted)
+            with self._lock:
+                proc = self._procs.get(obj["metadata"]["name"])
+            if proc is not None:
+                _kill_group(proc)
+            return
         if plural == "jobs" and event == "ADDED" and not self._stop.is_set() and not obj.get("status", {}).get(
                 "startTime"):
             t = threading.Thread(target=self._run, args=(obj,), name=f"sandbox-job-{obj['metadata']['name']}",

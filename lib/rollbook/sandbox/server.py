@@ -55,6 +55,7 @@ class Sandbox:
         self.mc_write_token_file = self.state_dir / "mc-write-token"
         self.ready_file = self.state_dir / "ready.json"
         self.config_file = self.state_dir / "rollbook.yaml"
+        self.sample_report = self.state_dir / "reports" / "junit.xml"  # the README's follow-up attaches it
         self.secrets_dir = self.state_dir / "secrets"
         self.service_secrets = {name: secrets.token_urlsafe(18) for name in
                                 ("pagerduty-routing-key", "slack-path", "webhook-token", "jira-token", "grafana-token")}
@@ -102,13 +103,16 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        """Stop everything that started (controller first: it talks to MC) and withdraw ready.json."""
+        """Stop everything that started (controller first: it talks to MC), withdraw ready.json and turn
+        env.sh into a notice: sourcing it says the sandbox is stopped instead of exporting a dead port."""
         self.ready_file.unlink(missing_ok=True)
         if self.jobs is not None:
             self.jobs.stop()
             self.jobs = None
         if self.faults is not None:
             self.faults.stopping.set()  # wakes handlers sleeping in a latency or hang fault
+        if self.env_file.is_file() and self.kube_url:
+            self._write_stopped_env()
         for part in (self.controller, self.apiserver, self.mc, self.prometheus, self.services):
             if part is not None:
                 part.stop()
@@ -188,7 +192,8 @@ class Sandbox:
         _write_secret(self.secrets_dir / "jira-user", "oncall@example.com\n")
         ns, name = self.rollouts[0] if self.rollouts else ("default", "")
         config = {
-            "mc": {"url": self.mc_url, "token_file": str(self.mc_write_token_file)},
+            # no token_file: the session's ROLLBOOK_MC_TOKEN_FILE decides (env.sh: the read-only token)
+            "mc": {"url": self.mc_url},
             "kube": {"kubeconfig": str(self.kubeconfig), "read_context": "sandbox-viewer", "action_context": "sandbox"},
             "prometheus": {"url": self.prometheus_url},
             "grafana": {"url": self.services_url, "token_file": str(files["grafana-token"]),
@@ -215,14 +220,19 @@ class Sandbox:
                          operator_token=self.operator_token, viewer_token=self.viewer_token, namespace=namespace)
         _write_secret(self.mc_token_file, self.mc_read_token + "\n")
         _write_secret(self.mc_write_token_file, self.mc_write_token + "\n")
+        self.sample_report.parent.mkdir(exist_ok=True)
+        self.sample_report.write_text(SAMPLE_JUNIT, encoding="utf-8")
         self._write_config()
         ro_ns, ro_name = self.rollouts[0] if self.rollouts else ("", "")
         self.env_file.write_text(
             f"# rollbook sandbox ({self.info.name if self.info else self.scenario}); use: source {self.env_file}\n"
             f"export KUBECONFIG={shlex.quote(str(self.kubeconfig))}\n"
             f"export ROLLBOOK_MC_URL={shlex.quote(self.mc_url)}\n"
-            # the on-call engineer attaches evidence in step 4, so the session gets MC's read-write token
-            f"export ROLLBOOK_MC_TOKEN_FILE={shlex.quote(str(self.mc_write_token_file))}\n"
+            # MC's read-only token by default, as a real on-call session's first look would have
+            f"export ROLLBOOK_MC_TOKEN_FILE={shlex.quote(str(self.mc_token_file))}\n"
+            "# attaching evidence (step 4, --param evidence_file=...) needs MC's read-write token; only then:\n"
+            f"#   export ROLLBOOK_MC_TOKEN_FILE={shlex.quote(str(self.mc_write_token_file))}\n"
+            f"# a passing sample report for that follow-up: {shlex.quote(str(self.sample_report))}\n"
             f"export ROLLBOOK_PROMETHEUS_URL={shlex.quote(self.prometheus_url)}\n"
             f"export ROLLBOOK_CONFIG={shlex.quote(str(self.config_file))}\n"
             f"export ROLLBOOK_NAMESPACE={shlex.quote(ro_ns)}\n"
@@ -237,6 +247,16 @@ class Sandbox:
         tmp.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.ready_file)
 
+    def _write_stopped_env(self) -> None:
+        folder = shlex.quote(str(self.state_dir))
+        message = (f"rollbook: the sandbox in {self.state_dir} is stopped (its API {self.kube_url} is gone); "
+                   f"start it again with: rollbook sandbox --state-dir {self.state_dir}, then source {self.env_file}")
+        self.env_file.write_text(
+            f"# rollbook sandbox in {folder}: STOPPED at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; "
+            "nothing is exported.\n"
+            f"echo {shlex.quote(message)} >&2\n"
+            "return 1 2>/dev/null || exit 1\n", encoding="utf-8")
+
 
 def _runbooks() -> Path:
     """The step notebooks a simulated pod runs (the image's /opt/rollbook/runbooks), found as rollbook.app
@@ -244,6 +264,13 @@ def _runbooks() -> Path:
     env = os.environ.get("ROLLBOOK_RUNBOOKS")
     beside = Path(__file__).resolve().parents[3] / "runbooks"
     return Path(env) if env else beside if beside.is_dir() else Path("runbooks").resolve()
+
+
+# A passing junit report (what CI uploads as the test-report evidence), for the README's follow-up.
+SAMPLE_JUNIT = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+                '<testsuites tests="412" failures="0" errors="0" skipped="3">\n'
+                '  <testsuite name="api" tests="412" failures="0" errors="0" skipped="3" time="81.4"/>\n'
+                "</testsuites>\n")
 
 
 def _write_secret(path: Path, text: str) -> None:

@@ -333,7 +333,7 @@ def serve(settings: Settings) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    if settings.pool > 0:
+    if service_is_warm := settings.executor == "local" and settings.pool > 0:
         # the warm executor runs attempts (papermill, nbformat, the report) in threads of this process: a
         # shorter GIL switch interval lets the intake thread answer Argo within its 100 ms between them
         sys.setswitchinterval(SWITCH_INTERVAL)
@@ -346,7 +346,7 @@ def serve(settings: Settings) -> int:
                                 hint="Pick a free port with --listen HOST:PORT (port 0 picks one).") from e
         _write_ready(settings, url)
         print(f"rollbook serve: listening on {url} (POST {url}/v1/argo-rollouts), {settings.workers} worker(s), "
-              f"{settings.pool} warm kernel(s), queue bound {settings.queue_bound}, steps {','.join(map(str, settings.steps))}, records in "
+              f"{f'{settings.pool} warm kernel(s)' if service_is_warm else settings.executor + ' executor'}, queue bound {settings.queue_bound}, steps {','.join(map(str, settings.steps))}, records in "
               f"{settings.out}, first look {'posted' if settings.notify else 'dry run'}", file=sys.stderr, flush=True)
         while not stop.wait(WAIT_SLICE):
             pass

@@ -3,7 +3,7 @@
 The cold path (`LocalExecutor`) pays, per incident, an interpreter, the runner's imports (papermill,
 nbclient, nbconvert, kubernetes) and one kernel boot with its imports per step, all between Argo's
 notification and the record. Here the service has imported the runner once, and the pool
-(rollbook.runner.pool) has booted the kernels and imported `rollbook.steps`, pandas and matplotlib in them
+(rollbook.runner.pool) has booted the kernels and imported `rollbook.steps` and matplotlib in them
 before the notification came; each step still gets a fresh kernel of its own, shut down after it.
 
 What the child process gave, kept:

@@ -13,6 +13,7 @@ from rollbook import record
 from rollbook.cluster import Cluster, RolloutView, connect, read_rollout
 from rollbook.errors import ConfigError, RollbookError, UsageError
 from rollbook.evidence import MCClient
+from rollbook.htmltable import HtmlTable
 
 StepVerdict = Literal["pass", "fail", "needs_human", "escalate", "skip"]
 ENV_NAMESPACE, ENV_ROLLOUT = "ROLLBOOK_NAMESPACE", "ROLLBOOK_ROLLOUT"
@@ -181,20 +182,13 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def table(rows: list[dict[str, Any]] | dict[str, Any]) -> Any:
-    """Rows (or one mapping as field/value rows) as a pandas table for display: no index, nothing cut.
+def table(rows: list[dict[str, Any]] | dict[str, Any]) -> HtmlTable:
+    """Rows (or one mapping as field/value rows) as a table for display: no index, nothing cut.
 
     Nested values are written out as `key: value` lines (never a Python repr) and long text wraps."""
-    import pandas as pd
-
     if isinstance(rows, dict):
-        frame = pd.DataFrame({"field": list(rows), "value": [cell_text(v) for v in rows.values()]})
-    else:
-        frame = pd.DataFrame([{k: cell_text(v) for k, v in r.items()} for r in rows])
-    # a Styler renders the whole text of each cell (messages are evidence) and hides the 0..n index
-    return (frame.style.hide(axis="index").format(na_rep="—", escape="html")
-            .set_properties(**{"text-align": "left", "vertical-align": "top", "white-space": "pre-wrap",
-                               "word-break": "break-word", "max-width": "48em"}))
+        return HtmlTable([{"field": k, "value": cell_text(v)} for k, v in rows.items()], ["field", "value"])
+    return HtmlTable([{k: cell_text(v) for k, v in r.items()} for r in rows])
 
 
 def cell_text(value: Any, depth: int = 0) -> Any:

@@ -95,7 +95,9 @@ def inspect(view: RolloutView, run: AnalysisRunInfo | None, in_run: dx.EvidenceI
         "mc_live_error": live.error,
     } | advice
     recorded = recorded_why(run, in_run) if view.aborted else None
-    mc_from = (stored_label(run.name if run else None, in_run.measured_at) if run_failed else
+    payload = in_run.verdict.release_id if in_run.verdict else None
+    other = payload if payload and payload != dx.canary_release_id(view)[0] else None
+    mc_from = (stored_label(run.name if run else None, in_run.measured_at, other) if run_failed else
                live.label if mc_reason else None)
     findings: dict[str, Any] = {"trigger": trigger, "failed_metrics": failed, "analysis_run": run.name if run else None,
                 "mc_reason": mc_reason, "mc_reason_from": mc_from, "mc_recorded": recorded,

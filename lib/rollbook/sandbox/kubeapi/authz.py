@@ -21,6 +21,9 @@ ROLE_WRITES: dict[str, frozenset[str]] = {
     "operator": frozenset({"*"}),
     "admin": frozenset({"*"}),
 }
+# What a role may not even read: the viewer matches upstream's "view" ClusterRole, which leaves out Secrets
+# (reading them would let a viewer act as any service account whose token they hold).
+ROLE_READ_DENIED: dict[str, frozenset[str]] = {"viewer": frozenset({"secrets"})}
 # Review resources every authenticated user may create (upstream's system:basic-user role).
 SELF_REVIEWS = {
     "authorization.k8s.io": frozenset({"selfsubjectaccessreviews", "selfsubjectrulesreviews"}),
@@ -65,10 +68,12 @@ class Attributes:
 
 
 class Authorizer:
-    """The sandbox's RBAC: every authenticated user reads; writes per role (:data:`ROLE_WRITES`)."""
+    """The sandbox's RBAC: authenticated users read (but :data:`ROLE_READ_DENIED`); writes per :data:`ROLE_WRITES`."""
 
-    def __init__(self, role_writes: dict[str, frozenset[str]] | None = None) -> None:
+    def __init__(self, role_writes: dict[str, frozenset[str]] | None = None,
+                 read_denied: dict[str, frozenset[str]] | None = None) -> None:
         self.role_writes = dict(ROLE_WRITES if role_writes is None else role_writes)
+        self.read_denied = dict(ROLE_READ_DENIED if read_denied is None else read_denied)
 
     def decide(self, attrs: Attributes) -> bool:
         """Allow (True) or deny (False): the sandbox's only access decision."""
@@ -82,7 +87,8 @@ class Authorizer:
         if attrs.resource not in RESOURCES and attrs.resource != "*":
             return False
         if attrs.verb in READ_VERBS:
-            return True
+            denied = self.read_denied.get(user.role, frozenset())
+            return attrs.resource not in denied and not (attrs.resource == "*" and denied)
         writes = self.role_writes.get(user.role, frozenset())
         return "*" in writes or (attrs.verb in WRITE_VERBS and attrs.resource_path in writes)
 
@@ -95,7 +101,9 @@ class Authorizer:
         """``kubectl auth can-i --list``: the resource rules :meth:`decide` applies to ``user`` (in ``namespace``)."""
         writes = self.role_writes.get(user.role, frozenset())
         verbs = ["*"] if "*" in writes else sorted(READ_VERBS)
-        return [{"verbs": verbs, "apiGroups": ["*"], "resources": ["*"]},
+        denied = self.read_denied.get(user.role, frozenset())
+        readable = sorted(r for r in RESOURCES if r not in denied) if denied else ["*"]
+        return [{"verbs": verbs, "apiGroups": ["*"], "resources": readable},
                 *({"verbs": ["create"], "apiGroups": [group], "resources": sorted(names)}
                   for group, names in SELF_REVIEWS.items())]
 
