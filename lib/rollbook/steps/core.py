@@ -52,9 +52,13 @@ class Incident:
         if ref.file and not token and not (ref.env and os.environ.get(ref.env)):
             # a configured token file that is missing or empty is an error, never a silent fall-back
             path = Path(ref.file).expanduser()
-            raise ConfigError(f"The Mission Control token file {path} (mc.token_file in {self.config.path}) "
+            from_env = self.config.path is None or ref.file == os.environ.get("ROLLBOOK_MC_TOKEN_FILE")
+            source = "$ROLLBOOK_MC_TOKEN_FILE" if from_env else f"mc.token_file in {self.config.path}"
+            raise ConfigError(f"The Mission Control token file {path} ({source}) "
                               f"{'is empty' if path.is_file() else 'does not exist'}.",
-                              hint="Write MC's token into it, or point mc.token_file at the token file.")
+                              hint="Write MC's token into it, point "
+                                   f"{'ROLLBOOK_MC_TOKEN_FILE' if from_env else 'mc.token_file'} at the token "
+                                   "file, or export ROLLBOOK_MC_TOKEN.")
         url = self.mc_url or self.config.mc.url
         if token is None:
             return MCClient.from_env(url)
