@@ -29,6 +29,7 @@ TITLES = {
     "faults-client": "Faults as the real clients meet them (tests/faults/test_fault_layer.py)",
     "matrix": "Fault x step, whole `rollbook run` (tests/faults/test_matrix.py, test_runner_killed.py)",
     "secrets": "Planted secrets (tests/faults/test_secrets.py)",
+    "hostile": "Hostile text in what Slack, PagerDuty, the webhook and Jira receive (tests/faults/test_hostile_payloads.py)",
 }
 
 
@@ -71,7 +72,7 @@ def render(rows: list[dict[str, object]], command: str, seconds: float, code: in
         "mid-run (only a full disk before the run is refused); hostile text through the Slack/Jira payloads; "
         "two whole runs of one incident at once (each run has its own folder by construction, untested).", "",
     ]
-    for table in ("secrets", "matrix", "faults-client", "bad-input"):
+    for table in ("secrets", "matrix", "faults-client", "hostile", "bad-input"):
         if table not in by:
             continue
         lines += [f"## {TITLES[table]}", "", "| case | expected | observed | |", "|---|---|---|---|"]
