@@ -41,6 +41,12 @@ def open_atomic(path: str | Path) -> Iterator[IO[bytes]]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a record file is as readable as one written plainly
         os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if e.filename is None:  # a failed write(2) names no file: say which one (a full disk, mid-run)
+            raise OSError(e.errno, e.strerror, str(target)) from e
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -41,6 +41,7 @@ from rollbook.outbound import (  # re-exported: paging was their home before rol
     require_secret,
     scrub,
 )
+from rollbook.record import printable
 
 # --------------------------------------------------------------------------- the message
 
@@ -76,11 +77,32 @@ class Escalation:
     facts: dict[str, Any] = field(default_factory=dict)
     incident: str | None = None
 
+    def __post_init__(self) -> None:
+        # The text comes from the cluster and MC (a status message, an MC reason): no terminal escape, NUL
+        # or BEL may ride along into Slack, PagerDuty or a webhook. Each target escapes its own markup.
+        for name in ("title", "reason", "rollout", "namespace", "context", "record_link", "incident"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, printable(value))
+        object.__setattr__(self, "facts", _printable_data(self.facts))
+        object.__setattr__(self, "images", tuple(Image(printable(i.title), i.path, i.url) for i in self.images))
+
     def as_json(self) -> dict[str, Any]:
         """The whole message as JSON-ready data."""
         data = asdict(self)
         data["aborted_at"] = _iso(self.aborted_at)
         return data
+
+
+def _printable_data(value: Any) -> Any:
+    """`printable` on every string of a JSON-like value (keys too)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_printable_data(k): _printable_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable_data(v) for v in value]
+    return value
 
 
 def dedup_key(msg: Escalation) -> str:
@@ -193,6 +215,11 @@ def _mrkdwn(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _slack_url(url: str) -> str:
+    """A URL inside Slack's `<url|label>`: `|`, `<`, `>` and spaces percent-encoded, `&` as `&amp;`."""
+    return quote(url, safe="/:?#[]@!$&'()*+,;=%~").replace("&", "&amp;")
+
+
 def slack_message(msg: Escalation) -> dict[str, Any]:
     """A Block Kit message (header, section with fields, images with public URLs, context) plus text."""
     fields = [
@@ -212,7 +239,8 @@ def slack_message(msg: Escalation) -> dict[str, Any]:
                 "title": {"type": "plain_text", "text": _truncate(i.title, 2000)}}
                for i in msg.images if i.public]
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _context_text(msg)}]})
-    return {"text": _truncate(f"{msg.title}: {msg.reason}", 3000), "blocks": blocks}
+    # the top-level text (the notification and fallback) is mrkdwn too: `<!channel>` there would ping everyone
+    return {"text": _truncate(_mrkdwn(f"{msg.title}: {msg.reason}"), 3000), "blocks": blocks}
 
 
 def _field_text(value: Any) -> str:
@@ -236,7 +264,8 @@ def _aborted_text(msg: Escalation) -> str:
 
 
 def _context_text(msg: Escalation) -> str:
-    where = f"<{msg.record_link}|incident record>" if _is_http(msg.record_link) else "record not published"
+    where = f"<{_slack_url(msg.record_link or '')}|incident record>" if _is_http(msg.record_link) \
+        else "record not published"
     incident = f" · {_mrkdwn(msg.incident)}" if msg.incident else ""
     return f"rollbook{incident} · {where} · dedup `{_mrkdwn(dedup_key_or_none(msg) or '-')}`"
 

@@ -31,11 +31,13 @@ from rollbook.outbound import (
     require_secret,
     response_body,
 )
+from rollbook.record import printable
 
 # Jira issue keys: a project key (letters, digits, underscore; starts with a letter) and a number.
 _ISSUE_KEY = re.compile(r"[A-Z][A-Z0-9_]*-[1-9][0-9]*")
 # Uploads read the whole file into memory; Jira's own default attachment limit is 10 MB.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
+_NOFORMAT = re.compile(r"\{noformat", re.IGNORECASE)
 
 
 def record_digest(summary_markdown: str, bundle: Path | None) -> str:
@@ -51,7 +53,8 @@ def jira_comment(summary_markdown: str, bundle_name: str | None = None,
     """The v2 comment body: the summary verbatim in a {noformat} block, a link to the attachment, a digest."""
     # v2 comments are wiki markup, not Markdown. Rather than a lossy hand-written converter, the
     # summary goes in verbatim: Markdown reads well as plain text, and nothing in it is reinterpreted.
-    text = summary_markdown.replace("{noformat}", "{ noformat}")
+    # The one thing that could end the block early is the macro itself (Jira matches its name in any case).
+    text = _NOFORMAT.sub("{ noformat", printable(summary_markdown))
     lines = ["rollbook incident record summary"
              + (f" (full record attached: [^{bundle_name}])" if bundle_name else "") + ":",
              "{noformat}", text.rstrip("\n"), "{noformat}"]

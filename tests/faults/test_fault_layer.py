@@ -53,7 +53,8 @@ def _prometheus(sb: Sandbox) -> Callable[[], Any]:
 def _slack(sb: Sandbox) -> Callable[[], Any]:
     assert sb.services is not None
     url = f"{sb.services_url}{sb.services.slack_path}"
-    req = outbound.Outbound("slack", "POST", url, json_body={"text": "canary aborted"}, idempotent=False)
+    req = outbound.Outbound("slack", "POST", url, json_body={"text": "canary aborted"}, idempotent=False,
+                           display_url=outbound.mask_url_path(url))  # as paging.send_slack: the path is the secret
     return lambda: outbound.deliver(req, dry_run=False, timeout=outbound.httpx.Timeout(1.0)).status
 
 

@@ -94,3 +94,57 @@ def test_no_planted_secret_reaches_the_record_bundle_history_or_terminal(tmp_pat
     assert problems == []
     # a control: the same search does find what the record is meant to hold (the MC URL it used)
     assert any(sb.mc_url.encode() in data for where, data in haystacks.items() if where.startswith("bundle:"))
+
+
+def test_no_planted_secret_reaches_what_rollbook_serve_writes_or_logs(tmp_path: Path, row) -> None:  # type: ignore[no-untyped-def]
+    """One notification through a real `rollbook serve` (its own process, first look posted for real): the
+    serve token and every other planted secret in none of the records, unzipped bundles, the history index,
+    the queue DB, the serve state dir, or the service's log."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+    from serve_harness import ServeProcess, build_scenario, rendered_body
+
+    scenario = build_scenario(tmp_path / "scenario", copies=["prod"])
+    sb = Sandbox(scenario, tmp_path / "sandbox", 0, admin=True, timings=FAST).start()
+    svc = ServeProcess(sb, tmp_path / "svc", steps="1,2,3", serve_options={"notify": True})
+    try:
+        planted = _plant_kubeconfig(sb.kubeconfig)
+        planted |= {"serve token": svc.token, "kube-operator-token": sb.operator_token,
+                    "kube-viewer-token": sb.viewer_token, "mc-read-token": sb.mc_read_token,
+                    "mc-write-token": sb.mc_write_token}
+        planted |= {f"config {name}": value for name, value in sb.service_secrets.items()}
+        assert sb.services is not None
+        planted["pagerduty routing key (as sent)"] = sb.services.routing_key
+        planted["slack webhook URL"] = f"{sb.services_url}{sb.services.slack_path}"
+        svc.start()
+        accepted = svc.post(rendered_body(sb, "prod", "api"))
+        assert accepted.status_code in (200, 202), accepted.text
+        done = svc.wait_status(accepted.json()["incident"], ("done", "failed"), 180)
+        posted = len(sb.services.received("slack")) + len(sb.services.received("webhook"))
+    finally:
+        svc.stop()
+        sb.stop()
+    out = svc.out
+    records = [p.parent for p in out.rglob("record.json")]
+    assert records and done["status"] == "done", (done, svc.log()[-2000:])
+    assert (out / ".serve" / "queue.sqlite").is_file() and posted >= 1  # the queue DB exists, the first look went out
+    haystacks: dict[str, bytes] = {f"out:{p.relative_to(out)}": p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for run_dir in records:
+        if (run_dir / "bundle.zip").is_file():
+            with zipfile.ZipFile(run_dir / "bundle.zip") as zf:
+                haystacks |= {f"bundle:{run_dir.name}/{n}": zf.read(n) for n in zf.namelist()}
+    haystacks["serve.log"] = svc.log().encode()
+    assert any(k.startswith("out:.serve/queue.sqlite") for k in haystacks) and "out:history.sqlite" in haystacks
+    assert any(k.startswith("bundle:") for k in haystacks) and len(svc.log()) > 0
+
+    leaks = sorted(f"{what} in {where}" for what, value in planted.items() for where, data in haystacks.items()
+                   if any(form.encode() in data for form in _forms(value)))
+    problems = [p for run_dir in records for p in verify.verify(run_dir, planted.values()).problems]
+    row("secrets", f"{len(planted)} planted secrets (the serve token too), one notification through `rollbook "
+        f"serve`, first look posted; {len(haystacks)} files searched (records, bundles, history, queue DB, "
+        ".serve state, the service's log)", "0 found, `rollbook verify` clean",
+        f"{len(leaks)} found, verify: {len(problems)} problem(s)", not leaks and not problems,
+        planted=len(planted), searched=len(haystacks), found=len(leaks))
+    assert leaks == []
+    assert problems == []
+    # a control: the search finds what is meant to be there (the incident's namespace/rollout in the queue DB)
+    assert any(b"quote" in d or b"prod" in d for k, d in haystacks.items() if k.startswith("out:.serve/queue"))

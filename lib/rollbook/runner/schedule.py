@@ -43,6 +43,7 @@ class _Launcher:
         self.gates: list[list[tuple[StepDef, _Gate]]] = []
         self.warm: set[int] = set()  # batches with at least one warm (or failed) kernel
         self.running = 0
+        self.stopped = False
         self.lock = threading.Lock()
 
     def _launch_next(self) -> None:
@@ -55,7 +56,7 @@ class _Launcher:
 
     def _advance(self) -> None:
         """Launch every batch now allowed: its predecessor runs or has a warm kernel, within `ahead`."""
-        while len(self.gates) < len(self.batches):
+        while not self.stopped and len(self.gates) < len(self.batches):
             k = len(self.gates)
             allowed = k <= self.running + 1 or (k - 1 in self.warm and k <= self.running + self.ahead)
             if not allowed:
@@ -72,6 +73,17 @@ class _Launcher:
             # every kernel has booted: the report's one-off cost now competes with the last steps
             # only, instead of being paid after them
             self.on_last_warm()
+
+    def stop(self, reason: str) -> None:
+        """Launch nothing more and let every worker still waiting for its go finish now, as `reason`:
+        without this, leaving the pool (after a failed record write: a full disk) would wait for them
+        until their gate bound, minutes, with the kernels idle."""
+        with self.lock:
+            self.stopped = True
+            for gates in self.gates:
+                for _, g in gates:
+                    if not g.opened.is_set():
+                        g.open(reason, {})
 
     def opened(self, k: int) -> list[tuple[StepDef, _Gate]]:
         """Batch k runs now: make sure it and its successor are launched; its gates."""
@@ -136,10 +148,14 @@ class _Scheduler:
             self.ctx.reporter.phase(f"starting {len(batches[0])} kernel(s)")
             take_snapshot()
             self.ctx.reporter.phase("waiting for the first kernel(s) to be ready")
-            for k in range(len(batches)):
-                gates = launcher.opened(k)
-                self._open(gates)
-                self._collect(gates)
+            try:
+                for k in range(len(batches)):
+                    gates = launcher.opened(k)
+                    self._open(gates)
+                    self._collect(gates)
+            except BaseException as e:
+                launcher.stop(f"not run: the runner stopped ({type(e).__name__}: {e})")
+                raise
         record.write_results(self.ctx.run_dir, self.results)
         return self.results
 
