@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_unseen_scenarios import FAST_TIMINGS, SCENARIOS, Played, pod_ready, run_playbook
+from test_unseen_scenarios import FAST_TIMINGS, SCENARIOS, Played, pod_ready, point_at, run_playbook
 from test_unseen_scenarios_2 import Owned, assert_nothing_mutated
 
 from rollbook.sandbox.server import Sandbox
@@ -54,11 +54,7 @@ def played(shared_runs: Any) -> Callable[..., Played]:
         def make(folder: Path, start: Callable[..., Sandbox]) -> Played:
             sb = start(SCENARIOS / scenario, timings=FAST_TIMINGS)
             with pytest.MonkeyPatch.context() as mp:
-                for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
-                                   "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
-                    mp.setenv(key, value)
-                mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
-                mp.delenv("ROLLBOOK_CONFIG", raising=False)
+                point_at(mp, sb)
                 before = Target.of_target(sb)
                 mc_before = sb.mc.state
                 if setup is not None:

@@ -157,11 +157,7 @@ def play(shared_runs: Any) -> Callable[..., Played]:
             slow = Timings(analysis_seconds=600.0, error_interval_seconds=0.02, scale=100.0, idle_poll_seconds=0.05)
             sb = start(SCENARIOS / scenario, timings=timings or (slow if during is not None else FAST_TIMINGS))
             with pytest.MonkeyPatch.context() as mp:
-                for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
-                                   "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
-                    mp.setenv(key, value)
-                mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
-                mp.delenv("ROLLBOOK_CONFIG", raising=False)
+                point_at(mp, sb)
                 before = World.read(sb)
                 mc_before = sb.mc.state
                 thread = None
@@ -318,6 +314,16 @@ def test_pre_v1_object_phase_is_derived_and_background_run_found(play: Callable[
 
 
 # --------------------------------------------------------------------------- Argo's part where the sandbox has none
+
+
+def point_at(mp: pytest.MonkeyPatch, sb: Sandbox) -> None:
+    """The environment a kernel of the run sees: this sandbox's cluster and MC (the write token, so that an
+    approved step 4 can attach evidence), no token or config of the machine's own."""
+    for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
+                       "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
+        mp.setenv(key, value)
+    mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
+    mp.delenv("ROLLBOOK_CONFIG", raising=False)
 
 
 def _rollout_gets(sb: Sandbox, w: World) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_unseen_scenarios import FAST_TIMINGS, HASH, SCENARIOS, Played, World, pod_ready, run_playbook
+from test_unseen_scenarios import FAST_TIMINGS, HASH, SCENARIOS, Played, World, pod_ready, point_at, run_playbook
 
 from rollbook.sandbox.server import Sandbox
 
@@ -102,11 +102,7 @@ def play(shared_runs: Any) -> Callable[..., Played]:
         def make(folder: Path, start: Callable[..., Sandbox]) -> Played:
             sb = start(SCENARIOS / scenario, timings=FAST_TIMINGS)
             with pytest.MonkeyPatch.context() as mp:
-                for key, value in {"KUBECONFIG": str(sb.kubeconfig), "ROLLBOOK_MC_URL": sb.mc_url,
-                                   "ROLLBOOK_MC_TOKEN_FILE": str(sb.mc_write_token_file)}.items():
-                    mp.setenv(key, value)
-                mp.delenv("ROLLBOOK_MC_TOKEN", raising=False)
-                mp.delenv("ROLLBOOK_CONFIG", raising=False)
+                point_at(mp, sb)
                 before = Owned.of_target(sb)
                 mc_before = sb.mc.state
                 return run_playbook(sb, before, mc_before, "INC-8802", folder / "out", **kw)
