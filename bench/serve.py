@@ -118,13 +118,13 @@ class Bench:
         return data
 
     def tree_cpu(self) -> float:
-        """User+sys of the service, the children it reaped, and every live descendant (kernels, children)."""
+        """User+sys of the service, the children it reaped, and every live descendant and the children it reaped."""
         t = self.proc.cpu_times()
         total = t.user + t.system + t.children_user + t.children_system
         for p in self.proc.children(recursive=True):
             try:
-                c = p.cpu_times()
-                total += c.user + c.system
+                c = p.cpu_times()  # and what it reaped: the kernel fork server's finished kernels
+                total += c.user + c.system + c.children_user + c.children_system
             except psutil.Error:
                 pass
         return float(total)

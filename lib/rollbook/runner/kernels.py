@@ -17,6 +17,8 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
+import rollbook.runner.forkserver as forkserver
+
 READY_POLL = 0.2  # seconds to wait for an IOPub message that proves the subscription is live
 
 
@@ -83,6 +85,11 @@ class _Kernel:
     def __init__(self, workdir: Path, env: Mapping[str, str], cwd: Path | None = None) -> None:
         conn = workdir / f"k-{uuid.uuid4().hex[:8]}.json"
         self.km = IPCKernelManager(connection_file=str(conn))
+        server = forkserver.shared(env)
+        if server is not None:  # forked from a process that imported everything already (forkserver.py)
+            self.km.kernel_id = str(uuid.uuid4())
+            self.km.provisioner = forkserver.ForkProvisioner(server, kernel_id=self.km.kernel_id,
+                                                             kernel_spec=self.km.kernel_spec, parent=self.km)
         self.killed = False
         self.on_stop: Callable[[], None] | None = None  # a pool's bookkeeping: this kernel is gone
         self.before_stop: Callable[[], None] | None = None  # an attempt's accounting: its CPU, while it runs

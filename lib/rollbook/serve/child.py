@@ -29,6 +29,7 @@ import psutil
 
 from rollbook import atomic, history, record
 from rollbook.errors import RollbookError
+from rollbook.runner import forkserver
 from rollbook.serve.executor import ExecResult, Outcome, spec_from_json, write_result
 
 PR_SET_PDEATHSIG = 1
@@ -162,6 +163,8 @@ def execute(job: dict[str, Any], interrupt: Interruptible, *, kernels: Callable[
         code, error = e.exit_code, str(e)
     except Exception as e:  # a bug: the service records it as the attempt's failure
         code, error = 1, f"{type(e).__name__}: {e}"
+    if kernels is None:  # this process's run is over: reap the kernel fork server, its kernels' CPU is then ours
+        forkserver.shutdown()
     outcome: Outcome = "interrupted" if interrupt.reason else "completed" if run_dir else "error"
     interrupt.done.set()
     look = None
