@@ -210,7 +210,8 @@ class Bench:
                     if r["status"] != "done" or ns in wrong},
                 "answers": sorted({tuple(a) for a in answers.values()}),
                 "intake_over_100ms": _over_100ms(intake),
-                "peak_tree_mib": round(peak.tree_mib, 1), "peak_service_mib": round(peak.runner_mib, 1),
+                "peak_tree_mib": round(peak.tree_mib, 1), "peak_tree_pss_mib": round(peak.tree_pss_mib, 1),
+                "peak_service_mib": round(peak.runner_mib, 1),
                 "peak_kernel_mib": round(peak.kernel_mib, 1)}
 
     def close(self) -> None:
@@ -301,6 +302,7 @@ def report(r: dict[str, Any]) -> int:
     print(f"burst: {burst['notifications']} notifications (+1 duplicate each) sent within {burst['sent_within_s']} s; "
           f"all done after {burst['all_done_s']} s; done {burst['done']}, lost {burst['lost']}, duplicated "
           f"{burst['duplicated']}, wrong verdicts {len(burst['wrong_verdicts'])}; answers {burst['answers']}, {burst['intake_over_100ms']:g} over 100 ms server-side; peak RSS service+children {burst['peak_tree_mib']} MiB "
+          f"(PSS {burst['peak_tree_pss_mib']} MiB) "
           f"(service {burst['peak_service_mib']}, largest kernel {burst['peak_kernel_mib']})")
     print(f"workers {r['workers']}; load average before {r['load_before']}, after {r['load_after']}; {r['cpus']} CPUs")
     bad = [x for x in serve if x["status"] != "done" or not x["same_verdicts"]] + [

@@ -1,0 +1,145 @@
+"""Kernels forked from the fork server (rollbook.runner.forkserver), with real ipykernel processes: each one
+a fresh kernel with the run's environment and folder, the imports done once in the server, its CPU
+accounted to the caller once the server is reaped, gone when the server goes, and `ROLLBOOK_KERNELS=spawn`
+back to one interpreter per kernel."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from jupyter_core.utils import run_sync
+
+from rollbook.runner import forkserver
+from rollbook.runner.kernels import _Kernel, _kernel_env
+
+BOUND = 30.0
+
+
+def _ask(kernel: _Kernel, code: str) -> str:
+    """The text a kernel prints for `code`."""
+    kc = kernel.km.client()
+    kc.start_channels()
+    out: list[str] = []
+    try:
+        run_sync(kc.wait_for_ready)(timeout=BOUND)
+        run_sync(kc.execute_interactive)(code, timeout=BOUND, output_hook=lambda m: out.append(
+            m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+    finally:
+        kc.stop_channels()
+        kernel.km.clients.remove(kc)
+    return "".join(out)
+
+
+def _pid(kernel: _Kernel) -> int:
+    return int(kernel.km.provisioner.process.pid)  # type: ignore[union-attr]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait(what: str, fn, bound: float = BOUND) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + bound
+    while not fn():
+        assert time.monotonic() < deadline, f"not within {bound:g} s: {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    # a PYTHONPATH of this test's own: a server of its own, whatever other tests in this process started
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "rb_marker.py").write_text("VALUE = 'from the test path'\n")
+    return {**_kernel_env(tmp_path), "PYTHONPATH": str(tmp_path / "mods"), "RB_TEST_VAR": "seen"}
+
+
+def test_a_forked_kernel_is_fresh_with_the_runs_environment_and_folder(tmp_path: Path, env: dict[str, str]) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    first = _Kernel(tmp_path, env, work)
+    first_pid = _pid(first)
+    try:
+        server = forkserver.shared(env)
+        assert server is not None and psutil.Process(_pid(first)).ppid() == server.proc.pid
+        assert "ipykernel_launcher" in " ".join(psutil.Process(_pid(first)).cmdline())
+        # imported by the server already; the run's variables, TMPDIR and folder, not the server's
+        said = _ask(first, "import os, sys, tempfile, rb_marker; print('rollbook.steps' in sys.modules, "
+                           "os.environ['RB_TEST_VAR'], tempfile.gettempdir() == os.environ['TMPDIR'], os.getcwd(), "
+                           "rb_marker.VALUE); leftover = 1")
+        assert said == f"True seen True {work} from the test path\n"
+    finally:
+        first.stop()
+    second = _Kernel(tmp_path, {**env, "RB_TEST_VAR": "changed"}, work)
+    try:
+        assert _pid(second) != first_pid and _gone(first_pid)
+        assert _ask(second, "import os; print('leftover' in globals(), os.environ['RB_TEST_VAR'])") == "False changed\n"
+    finally:
+        second.stop()
+
+
+def test_the_kernels_cpu_reaches_the_caller_and_they_die_with_the_server(tmp_path: Path, env: dict[str, str]) -> None:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    kernel = _Kernel(tmp_path, env)
+    idle = _Kernel(tmp_path, env)
+    server = forkserver.shared(env)
+    assert server is not None
+    try:
+        # burn 0.5 CPU-seconds in the kernel (its own clock: no race with the machine's speed)
+        _ask(kernel, "import time\nwhile time.process_time() < 0.5: pass\nprint('burnt')")
+    finally:
+        kernel.stop()
+    survivor = _pid(idle)
+    server.close()  # what forkserver.shutdown() does for every server at exit
+    _wait("the idle kernel exits with its server", lambda: _gone(survivor))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) >= 0.5
+    idle.stop()  # already dead: stopping it is quiet
+    # the next kernel of this environment gets a new server
+    again = _Kernel(tmp_path, env)
+    try:
+        assert forkserver.shared(env) is not server
+        assert _ask(again, "print(1 + 1)") == "2\n"
+    finally:
+        again.stop()
+
+
+def test_a_kernel_killed_by_its_pid_is_seen_dead(tmp_path: Path, env: dict[str, str]) -> None:
+    kernel = _Kernel(tmp_path, env)
+    try:
+        pid = _pid(kernel)
+        kernel.kill()
+        _wait("the killed kernel is reaped", lambda: kernel.km.provisioner.process.poll() is not None)  # type: ignore[union-attr]
+        assert _gone(pid)
+    finally:
+        kernel.stop()
+
+
+def test_rollbook_kernels_spawn_starts_each_kernel_as_its_own_interpreter(tmp_path: Path, env: dict[str, str]) -> None:
+    spawn = {**env, "ROLLBOOK_KERNELS": "spawn"}
+    assert forkserver.shared(spawn) is None
+    kernel = _Kernel(tmp_path, spawn)
+    try:
+        process = psutil.Process(_pid(kernel))
+        assert process.ppid() == os.getpid() and "-m ipykernel_launcher" in " ".join(process.cmdline())
+        assert _ask(kernel, "import sys; print('rollbook.steps' in sys.modules)") == "False\n"
+    finally:
+        kernel.stop()
+
+
+def test_a_server_that_cannot_import_falls_back_to_spawning(tmp_path: Path, env: dict[str, str],
+                                                            capfd: pytest.CaptureFixture[str]) -> None:
+    broken = {**env, "PYTHONPATH": str(tmp_path / "broken")}
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "matplotlib.py").write_text("raise ImportError('planted: no matplotlib here')\n")
+    assert forkserver.shared(broken) is None
+    assert "planted: no matplotlib here" in capfd.readouterr().err
+    assert forkserver.shared(broken) is None  # remembered: no second attempt, no second warning
+    assert capfd.readouterr().err == ""
