@@ -16,7 +16,7 @@ kernel start vs import vs stop from the floor, and import costs in a fresh inter
 Also reports CPU seconds per incident (the run and every kernel it reaped) next to the wall time.
 
 Exits 1 when a target is missed (all six within 1.3x of the runner-shaped floor; steps 1-3 < 5 s; the
-six-step run's process tree under 500 MiB at its peak).
+six-step run's process tree under 500 MiB PSS at its peak).
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ STEPS_1_3_TARGET = 5.0
 # exit codes of a run that completed with a record (README): 0, escalate 4, a step needs a human 5 (what a
 # read-only run of evidence-gap gives), a check failed 6
 COMPLETED = (0, 4, 5, 6)
-TREE_MIB_TARGET = 500.0  # peak RSS summed over `rollbook run` and its kernels, all six steps (issue 7)
+TREE_MIB_TARGET = 500.0  # peak memory of `rollbook run` and its kernels, all six steps (issue 7): as PSS, since
+# forked kernels share the fork server's pages, which a sum of RSS counts once per process (both are printed)
 RUN_TIMEOUT = 600.0  # bound on one `rollbook run` or one floor process
 KERNEL_TIMEOUT = 60.0  # bound on a kernel becoming ready / running the import
 SAMPLE_SECONDS = 0.1
@@ -424,9 +425,9 @@ def summary(results: Sequence[Measured]) -> tuple[list[str], list[str]]:
         if steps == "all six" and run > RATIO_TARGET * floor:
             missed.append(f"all six: {run:.2f} s is {run / floor:.2f}x the runner-shaped floor "
                           f"(target <= {RATIO_TARGET:g}x)")
-        tree = max(m.memory.tree_mib for m in _pick(results, "rollbook run", steps))
+        tree = max(m.memory.tree_pss_mib for m in _pick(results, "rollbook run", steps))
         if steps == "all six" and tree >= TREE_MIB_TARGET:
-            missed.append(f"all six: the process tree peaked at {tree:.0f} MiB (target < {TREE_MIB_TARGET:g} MiB)")
+            missed.append(f"all six: the process tree's PSS peaked at {tree:.0f} MiB (target < {TREE_MIB_TARGET:g} MiB)")
         if steps == "steps 1-3" and run >= STEPS_1_3_TARGET:
             missed.append(f"steps 1-3: {run:.2f} s (target < {STEPS_1_3_TARGET:g} s)")
     return lines, missed

@@ -1,7 +1,8 @@
 """Atomic file writes: a temp file in the same folder, fsync, os.replace, fsync of the folder.
 
 A reader (another step, `rollbook verify`, a ticket upload) sees the old file or the new one, never half
-of one, and a SIGKILL or power cut between two writes leaves the last complete version on disk.
+of one, and a SIGKILL or power cut between two writes leaves the last complete version on disk (a
+non-durable write, see open_atomic, survives a SIGKILL only, until `sync`).
 Hand-written: the standard library has the pieces (os.replace, os.fsync) but no function joining them.
 """
 
@@ -30,15 +31,20 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def open_atomic(path: str | Path) -> Iterator[IO[bytes]]:
-    """A binary file handle whose content replaces `path` only when the block ends without an error."""
+def open_atomic(path: str | Path, durable: bool = True) -> Iterator[IO[bytes]]:
+    """A binary file handle whose content replaces `path` only when the block ends without an error.
+
+    `durable=False` skips both fsyncs: still atomic for every reader and across a crash of the writer
+    (the page cache outlives the process), not across a power cut. For a file rewritten many times a
+    second whose last version is made durable with `sync()` (papermill's save after every cell)."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a record file is as readable as one written plainly
         os.replace(tmp, target)
     except OSError as e:
@@ -51,19 +57,33 @@ def open_atomic(path: str | Path) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
+def write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
     """Replace `path` with `data`, atomically."""
-    with open_atomic(path) as fh:
+    with open_atomic(path, durable) as fh:
         fh.write(data)
     return Path(path)
 
 
-def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+def write_text(path: str | Path, text: str, encoding: str = "utf-8", durable: bool = True) -> Path:
     """Replace `path` with `text`, atomically."""
-    return write_bytes(path, text.encode(encoding))
+    return write_bytes(path, text.encode(encoding), durable)
+
+
+def sync(path: str | Path) -> None:
+    """Make the current content of `path` and its name durable (after non-durable writes); no-op if absent."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(Path(path).parent)
 
 
 def is_temp(name: str) -> bool:

@@ -176,6 +176,14 @@ def _runner(tmp: Path, step_timeout: float) -> subprocess.Popen[bytes]:
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def _is_kernel(p: psutil.Process) -> bool:
+    """A live kernel (spawned or forked); not one that exited and waits to be reaped."""
+    try:
+        return "ipykernel_launcher" in " ".join(p.cmdline())
+    except psutil.Error:  # a zombie, or gone meanwhile
+        return False
+
+
 def _record(tmp: Path) -> tuple[Path, dict[str, Any]]:
     (path,) = list((tmp / "out").glob("INC-K/*/record.json"))
     return path.parent, json.loads(path.read_text())
@@ -189,8 +197,7 @@ def test_the_kernel_killed_by_its_pid_mid_step_exits_3_with_a_partial_record(tmp
         while not (kernels and list((tmp_path / "out").glob("INC-K/*/04-*.ipynb"))):  # step 4 is executing
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
-            kernels = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                       if "ipykernel_launcher" in " ".join(p.cmdline())]
+            kernels = [p for p in psutil.Process(proc.pid).children(recursive=True) if _is_kernel(p)]
         (kernel,) = kernels
         os.kill(kernel.pid, signal.SIGKILL)
         code = proc.wait(timeout=BOUND)
