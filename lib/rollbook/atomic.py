@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import IO
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
+def _fsync(path: str | Path) -> None:
+    """fsync a file or a folder by its path."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a no-op where folders cannot be opened or synced, e.g. Windows)."""
+    with contextlib.suppress(OSError):
+        _fsync(folder)
 
 
 @contextlib.contextmanager
@@ -76,13 +77,9 @@ def write_text(path: str | Path, text: str, encoding: str = "utf-8", durable: bo
 def sync(path: str | Path) -> None:
     """Make the current content of `path` and its name durable (after non-durable writes); no-op if absent."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        _fsync(path)
     except FileNotFoundError:
         return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     _fsync_dir(Path(path).parent)
 
 

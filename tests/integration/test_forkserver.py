@@ -12,36 +12,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from jupyter_core.utils import run_sync
+from kernel_harness import BOUND, ask, pid
 
 from rollbook.runner import forkserver
 from rollbook.runner.kernels import _Kernel, _kernel_env
 
-BOUND = 30.0
 
-
-def _ask(kernel: _Kernel, code: str) -> str:
-    """The text a kernel prints for `code`."""
-    kc = kernel.km.client()
-    kc.start_channels()
-    out: list[str] = []
+def _gone(process_id: int) -> bool:
     try:
-        run_sync(kc.wait_for_ready)(timeout=BOUND)
-        run_sync(kc.execute_interactive)(code, timeout=BOUND, output_hook=lambda m: out.append(
-            m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
-    finally:
-        kc.stop_channels()
-        kernel.km.clients.remove(kc)
-    return "".join(out)
-
-
-def _pid(kernel: _Kernel) -> int:
-    return int(kernel.km.provisioner.process.pid)  # type: ignore[union-attr]
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return psutil.Process(process_id).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
 
@@ -65,13 +44,13 @@ def test_a_forked_kernel_is_fresh_with_the_runs_environment_and_folder(tmp_path:
     work = tmp_path / "work"
     work.mkdir()
     first = _Kernel(tmp_path, env, work)
-    first_pid = _pid(first)
+    first_pid = pid(first)
     try:
         server = forkserver.shared(env)
-        assert server is not None and psutil.Process(_pid(first)).ppid() == server.proc.pid
-        assert "ipykernel_launcher" in " ".join(psutil.Process(_pid(first)).cmdline())
+        assert server is not None and psutil.Process(pid(first)).ppid() == server.proc.pid
+        assert "ipykernel_launcher" in " ".join(psutil.Process(pid(first)).cmdline())
         # imported by the server already; the run's variables, TMPDIR and folder, not the server's
-        said = _ask(first, "import os, sys, tempfile, rb_marker; print('rollbook.steps' in sys.modules, "
+        said = ask(first, "import os, sys, tempfile, rb_marker; print('rollbook.steps' in sys.modules, "
                            "os.environ['RB_TEST_VAR'], tempfile.gettempdir() == os.environ['TMPDIR'], os.getcwd(), "
                            "rb_marker.VALUE); leftover = 1")
         assert said == f"True seen True {work} from the test path\n"
@@ -79,8 +58,8 @@ def test_a_forked_kernel_is_fresh_with_the_runs_environment_and_folder(tmp_path:
         first.stop()
     second = _Kernel(tmp_path, {**env, "RB_TEST_VAR": "changed"}, work)
     try:
-        assert _pid(second) != first_pid and _gone(first_pid)
-        assert _ask(second, "import os; print('leftover' in globals(), os.environ['RB_TEST_VAR'])") == "False changed\n"
+        assert pid(second) != first_pid and _gone(first_pid)
+        assert ask(second, "import os; print('leftover' in globals(), os.environ['RB_TEST_VAR'])") == "False changed\n"
     finally:
         second.stop()
 
@@ -93,10 +72,10 @@ def test_the_kernels_cpu_reaches_the_caller_and_they_die_with_the_server(tmp_pat
     assert server is not None
     try:
         # burn 0.5 CPU-seconds in the kernel (its own clock: no race with the machine's speed)
-        _ask(kernel, "import time\nwhile time.process_time() < 0.5: pass\nprint('burnt')")
+        ask(kernel, "import time\nwhile time.process_time() < 0.5: pass\nprint('burnt')")
     finally:
         kernel.stop()
-    survivor = _pid(idle)
+    survivor = pid(idle)
     server.close()  # what forkserver.shutdown() does for every server at exit
     _wait("the idle kernel exits with its server", lambda: _gone(survivor))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -106,7 +85,7 @@ def test_the_kernels_cpu_reaches_the_caller_and_they_die_with_the_server(tmp_pat
     again = _Kernel(tmp_path, env)
     try:
         assert forkserver.shared(env) is not server
-        assert _ask(again, "print(1 + 1)") == "2\n"
+        assert ask(again, "print(1 + 1)") == "2\n"
     finally:
         again.stop()
 
@@ -114,10 +93,10 @@ def test_the_kernels_cpu_reaches_the_caller_and_they_die_with_the_server(tmp_pat
 def test_a_kernel_killed_by_its_pid_is_seen_dead(tmp_path: Path, env: dict[str, str]) -> None:
     kernel = _Kernel(tmp_path, env)
     try:
-        pid = _pid(kernel)
+        killed = pid(kernel)
         kernel.kill()
         _wait("the killed kernel is reaped", lambda: kernel.km.provisioner.process.poll() is not None)  # type: ignore[union-attr]
-        assert _gone(pid)
+        assert _gone(killed)
     finally:
         kernel.stop()
 
@@ -127,9 +106,9 @@ def test_rollbook_kernels_spawn_starts_each_kernel_as_its_own_interpreter(tmp_pa
     assert forkserver.shared(spawn) is None
     kernel = _Kernel(tmp_path, spawn)
     try:
-        process = psutil.Process(_pid(kernel))
+        process = psutil.Process(pid(kernel))
         assert process.ppid() == os.getpid() and "-m ipykernel_launcher" in " ".join(process.cmdline())
-        assert _ask(kernel, "import sys; print('rollbook.steps' in sys.modules)") == "False\n"
+        assert ask(kernel, "import sys; print('rollbook.steps' in sys.modules)") == "False\n"
     finally:
         kernel.stop()
 
