@@ -141,7 +141,10 @@ def _execute(step: StepDef, ctx: _Context, kernel: _Kernel, params: Mapping[str,
         verdict, reason, extra = _died(e, kernel, ctx, out)
     finally:
         timer.cancel()
+    try:
         atomic.sync(out)  # the step notebook as it ended, durable (its per-cell saves were not)
+    except OSError as e:  # as a failed save during the step would have been: the step's error
+        verdict, reason, extra = "error", f"the step notebook could not be saved durably: {e}", {}
     return _result(step, verdict, reason, started, time.monotonic() - t0, **extra)  # type: ignore[arg-type]
 
 
