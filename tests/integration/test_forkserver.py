@@ -122,3 +122,19 @@ def test_a_server_that_cannot_import_falls_back_to_spawning(tmp_path: Path, env:
     assert "planted: no matplotlib here" in capfd.readouterr().err
     assert forkserver.shared(broken) is None  # remembered: no second attempt, no second warning
     assert capfd.readouterr().err == ""
+
+
+def test_a_kernel_asked_of_a_dead_server_is_spawned_instead(tmp_path: Path, env: dict[str, str],
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    server = forkserver.ForkServer(env, warmup="")
+    server.close()  # died between the lookup and the fork
+    monkeypatch.setattr(forkserver, "shared", lambda _env: server)
+    kernel = _Kernel(tmp_path, env)
+    try:
+        process = psutil.Process(pid(kernel))
+        assert process.ppid() == os.getpid() and "-m ipykernel_launcher" in " ".join(process.cmdline())
+        assert ask(kernel, "print(6 * 7)") == "42\n"
+    finally:
+        kernel.stop()
+    assert "starting this kernel as a new interpreter" in capfd.readouterr().err

@@ -82,7 +82,7 @@ class ForkServer:
         try:
             self._send({"warmup": warmup})
             ready = self._receive()
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, ForkServerError) as e:
             self.close()
             raise ForkServerError(f"the kernel fork server did not start: {type(e).__name__}: {e}") from e
         if "error" in ready:
@@ -221,7 +221,11 @@ class ForkProvisioner(LocalProvisioner):
         assert km is not None, "a ForkProvisioner belongs to a kernel manager"
         env = dict(kwargs.get("env") or os.environ)
         cwd = str(kwargs.get("cwd") or os.getcwd())
-        pid = self.server.fork(km.connection_file, env, cwd)
+        try:
+            pid = self.server.fork(km.connection_file, env, cwd)
+        except ForkServerError as e:  # the server died (OOM, a stray kill): this kernel is spawned instead
+            print(f"rollbook: {e}; starting this kernel as a new interpreter", file=sys.stderr)
+            return await super().launch_kernel(cmd, **kwargs)
         self.process = ForkedProcess(pid)  # type: ignore[assignment]  # the Popen calls the manager makes
         self.pid, self.pgid, self.cwd = pid, pid, cwd  # the kernel leads a session of its own, as when spawned
         return self.connection_info
