@@ -101,13 +101,18 @@ def test_a_kernel_killed_by_its_pid_is_seen_dead(tmp_path: Path, env: dict[str, 
         kernel.stop()
 
 
+def _spawned_by_us(kernel: _Kernel) -> bool:
+    """The kernel is a new interpreter, a child of this process (not a fork of a server)."""
+    process = psutil.Process(pid(kernel))
+    return process.ppid() == os.getpid() and "-m ipykernel_launcher" in " ".join(process.cmdline())
+
+
 def test_rollbook_kernels_spawn_starts_each_kernel_as_its_own_interpreter(tmp_path: Path, env: dict[str, str]) -> None:
     spawn = {**env, "ROLLBOOK_KERNELS": "spawn"}
     assert forkserver.shared(spawn) is None
     kernel = _Kernel(tmp_path, spawn)
     try:
-        process = psutil.Process(pid(kernel))
-        assert process.ppid() == os.getpid() and "-m ipykernel_launcher" in " ".join(process.cmdline())
+        assert _spawned_by_us(kernel)
         assert ask(kernel, "import sys; print('rollbook.steps' in sys.modules)") == "False\n"
     finally:
         kernel.stop()
@@ -132,8 +137,7 @@ def test_a_kernel_asked_of_a_dead_server_is_spawned_instead(tmp_path: Path, env:
     monkeypatch.setattr(forkserver, "shared", lambda _env: server)
     kernel = _Kernel(tmp_path, env)
     try:
-        process = psutil.Process(pid(kernel))
-        assert process.ppid() == os.getpid() and "-m ipykernel_launcher" in " ".join(process.cmdline())
+        assert _spawned_by_us(kernel)
         assert ask(kernel, "print(6 * 7)") == "42\n"
     finally:
         kernel.stop()

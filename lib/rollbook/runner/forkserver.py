@@ -66,7 +66,7 @@ def enabled(env: Mapping[str, str] | None = None) -> bool:
 class ForkServer:
     """A client of one fork server process; thread-safe (one request at a time, each takes milliseconds)."""
 
-    def __init__(self, env: Mapping[str, str], warmup: str = "", cwd: str | None = None) -> None:
+    def __init__(self, env: Mapping[str, str], warmup: str = "") -> None:
         ours, theirs = socket.socketpair()
         self._lock = threading.Lock()
         self._sock = ours
@@ -76,7 +76,7 @@ class ForkServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import runpy, sys; del sys.path[0]; runpy.run_path(sys.argv[1], run_name='__main__')",
              __file__, str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL)
+            pass_fds=(theirs.fileno(),), env=dict(env), stdin=subprocess.DEVNULL)
         theirs.close()
         ours.settimeout(START_TIMEOUT)
         try:
