@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from cluster_harness import RECORDS, deploy, jobs_of, needs_kubectl, record, tok
 from kubernetes import client, config
 from serve_harness import DEPLOY, EVIDENCE_GAP, ServeProcess, build_scenario, wait_for
 
+from rollbook.httpserver import HTTPServer
 from rollbook.sandbox.controller import Timings
 from rollbook.sandbox.notifications import CONFIGMAP, CONTROLLER_NAMESPACE, SECRET, Delivery
 from rollbook.sandbox.server import Sandbox
@@ -118,7 +119,7 @@ def test_an_abort_reaches_rollbook_serve_once_and_the_record_is_in_the_history(
                                                                                          "api", 7)
 
 
-class _Receiver(ThreadingHTTPServer):
+class _Receiver(HTTPServer):
     """A webhook receiver that answers from a script (the last answer repeats) and counts the requests."""
 
     def __init__(self, answers: list[int]) -> None:

@@ -21,10 +21,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from rollbook.httpserver import HTTPServer
 from rollbook.sandbox.mcfaults import (
     FAULT_CODES,
     Fault,
@@ -132,8 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("mc stand-in: " + format, *args)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _HTTPServer(HTTPServer):
     block_on_close = False
     mc: MCServer
 

@@ -47,7 +47,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -56,6 +56,7 @@ import yaml
 
 from rollbook import slo
 from rollbook.errors import ConfigError
+from rollbook.httpserver import HTTPServer
 from rollbook.prometheus import format_value
 
 SPEC_FILE = "prometheus.yaml"
@@ -309,7 +310,7 @@ class PrometheusServer:
         self._faults: list[int] = []
         self._lock = threading.Lock()
         self._address = (host, port)
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -322,8 +323,7 @@ class PrometheusServer:
 
     def start(self) -> str:
         """Listen and serve in a daemon thread; return the base URL."""
-        self._httpd = ThreadingHTTPServer(self._address, _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = HTTPServer(self._address, _handler_for(self))
         # A short poll interval makes stop() take milliseconds instead of serve_forever's default 0.5 s.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="prometheus-standin", daemon=True)

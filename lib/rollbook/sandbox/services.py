@@ -15,10 +15,10 @@ import base64
 import json
 import threading
 from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from rollbook.httpserver import HTTPServer
 from rollbook.sandbox.servicecheck import (
     blocks_ok,
     multipart_files,
@@ -74,7 +74,7 @@ class ServicesServer:
         self.faults: list[Fault] = []
         self._lock = threading.Lock()
         self._ids = 10000
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
 
@@ -82,8 +82,7 @@ class ServicesServer:
 
     def start(self) -> str:
         """Start serving; returns http://127.0.0.1:PORT."""
-        self._httpd = ThreadingHTTPServer((self.host, self.port), handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = HTTPServer((self.host, self.port), handler_for(self))
         self.url = f"http://{self.host}:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="services-stand-in", daemon=True)

@@ -20,9 +20,11 @@ import hmac
 import json
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from rollbook.httpserver import HTTPServer
 
 if TYPE_CHECKING:  # types only; none imports this module back
     from rollbook.serve.metrics import Metrics
@@ -51,10 +53,9 @@ class Service(Protocol):
     def health(self) -> tuple[bool, dict[str, Any]]: ...
 
 
-class Server(ThreadingHTTPServer):
+class Server(HTTPServer):
     """The listening socket, holding the service the handlers answer for."""
 
-    daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], service: Service) -> None:

@@ -9,10 +9,11 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from rollbook.httpserver import HTTPServer
 from rollbook.sandbox.kubeapi.authz import User
 from rollbook.sandbox.kubeapi.exchange import Exchange
 from rollbook.sandbox.store import Store
@@ -36,10 +37,9 @@ class Host(Protocol):
     def handle(self, exchange: Exchange) -> None: ...
 
 
-class HttpsServer(ThreadingHTTPServer):
+class HttpsServer(HTTPServer):
     """A threading HTTP server whose connections are TLS."""
 
-    daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type[Handler], api: Host) -> None:
         self.api = api
