@@ -134,7 +134,7 @@ def test_a_kernel_asked_of_a_dead_server_is_spawned_instead(tmp_path: Path, env:
                                                            capfd: pytest.CaptureFixture[str]) -> None:
     server = forkserver.ForkServer(env, warmup="")
     server.close()  # died between the lookup and the fork
-    monkeypatch.setattr(forkserver, "shared", lambda _env: server)
+    monkeypatch.setattr(forkserver, "shared", lambda _env, _imports: server)
     kernel = _Kernel(tmp_path, env)
     try:
         assert _spawned_by_us(kernel)
@@ -142,3 +142,26 @@ def test_a_kernel_asked_of_a_dead_server_is_spawned_instead(tmp_path: Path, env:
     finally:
         kernel.stop()
     assert "starting this kernel as a new interpreter" in capfd.readouterr().err
+
+
+def test_the_server_imports_what_the_runs_steps_need_and_no_more(tmp_path: Path, env: dict[str, str]) -> None:
+    from rollbook.app import default_runbooks
+    from rollbook.runner.execution import union_of
+    from rollbook.runner.playbook import discover
+    from rollbook.runner.pool import warmup_for
+
+    steps = {s.number: s for s in discover(default_runbooks())}
+    without_plots = union_of([steps[n] for n in (1, 3, 4, 5, 6)], "")
+    assert "matplotlib" not in without_plots and "rollbook.steps" in without_plots
+    assert "matplotlib" in union_of([steps[1], steps[2]], "") and "matplotlib" in warmup_for(default_runbooks())
+    assert warmup_for(default_runbooks(), (1,)) == without_plots  # serve's pool for --steps 1
+    lean = _Kernel(tmp_path, env, imports=without_plots)
+    full = _Kernel(tmp_path, env)
+    try:
+        assert psutil.Process(pid(lean)).ppid() != psutil.Process(pid(full)).ppid()  # a server per warm-up
+        probe = "import sys; print('rollbook.steps' in sys.modules, 'matplotlib' in sys.modules)"
+        assert ask(lean, probe) == "True False\n"
+        assert ask(full, probe) == "True True\n"
+    finally:
+        lean.stop()
+        full.stop()

@@ -41,6 +41,20 @@ def service(world: Sandbox, tmp_path: Path) -> Iterator[ServeProcess]:
     svc.stop()
 
 
+@pytest.fixture(scope="module")
+def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, Sandbox]]:
+    """One service (and its sandbox) for the tests that only send what is refused or only read: nothing is
+    ever queued on it, so they share it (one xdist_group: one worker starts it once)."""
+    root = tmp_path_factory.mktemp("serve-intake")
+    with Sandbox(build_scenario(root / "scenario", copies=["prod"], with_gate=True), root / "sandbox", admin=True,
+                 timings=HOLDING) as sb:
+        svc = ServeProcess(sb, root / "svc", workers=1, queue=2, steps="1").start()
+        try:
+            yield svc, sb
+        finally:
+            svc.stop()
+
+
 def _metric(svc: ServeProcess, name: str, **labels: str) -> float:
     text = svc.get("/metrics", auth=False).text
     want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
@@ -50,8 +64,11 @@ def _metric(svc: ServeProcess, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_auth_is_required_and_compared_exactly(service: ServeProcess, world: Sandbox) -> None:
+@pytest.mark.xdist_group("serve-intake")
+def test_auth_is_required_and_compared_exactly(intake: tuple[ServeProcess, Sandbox]) -> None:
+    service, world = intake
     body = rendered_body(world, "prod", "api")
+    unauthorized = _metric(service, "rollbook_serve_notifications_rejected_total", reason="unauthorized")
     for token, headers in ((None, {}), ("wrong-" + service.token, {}), (service.token[:-1], {})):
         resp = service.post(body, token=token or "", headers=headers)
         assert resp.status_code == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
@@ -59,7 +76,7 @@ def test_auth_is_required_and_compared_exactly(service: ServeProcess, world: San
     basic = service.post(body, headers={"Authorization": f"Basic {service.token}"})
     assert basic.status_code == 401
     assert service.get("/v1/incidents", auth=False).status_code == 401
-    assert _metric(service, "rollbook_serve_notifications_rejected_total", reason="unauthorized") == 4
+    assert _metric(service, "rollbook_serve_notifications_rejected_total", reason="unauthorized") == unauthorized + 4
     assert service.get("/v1/incidents").json() == {"incidents": [], "count": 0}  # nothing was queued
 
 
@@ -76,14 +93,19 @@ def test_auth_is_required_and_compared_exactly(service: ServeProcess, world: San
      "'time'"),
     ({"context": {}, "data": "***not base64***"}, "not base64"),
 ])
-def test_a_malformed_body_is_a_one_line_400(service: ServeProcess, body: Any, says: str) -> None:
+@pytest.mark.xdist_group("serve-intake")
+def test_a_malformed_body_is_a_one_line_400(intake: tuple[ServeProcess, Sandbox], body: Any, says: str) -> None:
+    service, _ = intake
     resp = service.post(body)
     assert resp.status_code == 400
     assert resp.text.count("\n") == 1 and set(resp.json()) == {"error"} and says in resp.json()["error"]
     assert service.get("/v1/incidents").json()["count"] == 0
 
 
-def test_a_body_over_1_mib_is_413_unread(service: ServeProcess) -> None:
+@pytest.mark.xdist_group("serve-intake")
+def test_a_body_over_1_mib_is_413_unread(intake: tuple[ServeProcess, Sandbox]) -> None:
+    service, _ = intake
+    too_large = _metric(service, "rollbook_serve_notifications_rejected_total", reason="too_large")
     host, port = service.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     conn.putrequest("POST", "/v1/argo-rollouts")
@@ -95,7 +117,7 @@ def test_a_body_over_1_mib_is_413_unread(service: ServeProcess) -> None:
     conn.close()
     exactly = service.post(b" " * (1 << 20))  # 1 MiB itself is read (and is not JSON)
     assert exactly.status_code == 400
-    assert _metric(service, "rollbook_serve_notifications_rejected_total", reason="too_large") == 1
+    assert _metric(service, "rollbook_serve_notifications_rejected_total", reason="too_large") == too_large + 1
 
 
 def _argo_events_forms(body: bytes) -> list[bytes]:
@@ -172,7 +194,9 @@ def test_no_secret_reaches_the_records_or_the_queue(service: ServeProcess, world
             assert not [s for s in planted if s.encode() in data], path
 
 
-def test_health_and_metrics(service: ServeProcess, world: Sandbox) -> None:
+@pytest.mark.xdist_group("serve-intake")
+def test_health_and_metrics(intake: tuple[ServeProcess, Sandbox]) -> None:
+    service, world = intake
     health = service.get("/healthz", auth=False)
     assert health.status_code == 200
     detail = health.json()

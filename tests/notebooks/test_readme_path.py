@@ -2,7 +2,9 @@
 with the default `--out` from a folder that is not the project root, then the follow-up the run prints.
 
 Every expectation is computed from the sandbox's objects and MC's state as loaded, never from a
-scenario's name. One run per scenario is shared by the tests of this module (each run is ~10 s).
+scenario's name. One run per scenario is shared by the tests of this module (each run is ~10 s); the tests of
+one run carry one xdist_group, so that `--dist loadgroup` runs them on one worker, in file order (a later
+test may continue the incident: the follow-up runs after the tests that read the first run's world).
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def _time(value: str) -> datetime:
 # --------------------------------------------------------------------------- 1. relative --out
 
 
+@pytest.mark.xdist_group("readme-loop")
 def test_default_out_from_another_folder_gives_right_page_ticket_and_pictures(loop: tuple[Folder, Cli]) -> None:
     folder, cli = loop
     assert cli.proc.returncode == 4, cli.proc.stderr[-3000:]
@@ -167,6 +170,7 @@ def test_default_out_from_another_folder_gives_right_page_ticket_and_pictures(lo
 # --------------------------------------------------------------------------- 2. escalation text
 
 
+@pytest.mark.xdist_group("readme-loop")
 def test_escalation_text_names_the_first_abort_and_a_readable_deadline(loop: tuple[Folder, Cli]) -> None:
     folder, cli = loop
     step5 = cli.step("escalate")
@@ -192,6 +196,7 @@ def test_escalation_text_names_the_first_abort_and_a_readable_deadline(loop: tup
                      summary), summary
 
 
+@pytest.mark.xdist_group("readme-loop")
 def test_a_loop_past_its_deadline_escalates_though_the_approved_retry_promoted(
         loop: tuple[Folder, Cli], loop_follow_up: Cli) -> None:
     folder, first = loop
@@ -224,6 +229,7 @@ def test_slo_ticket_names_the_aborted_canary_not_the_undos_revision(tmp_path: Pa
 # --------------------------------------------------------------------------- 4 + 6 + 7: the follow-up
 
 
+@pytest.mark.xdist_group("readme-gap")
 def test_the_first_run_needs_a_human_exits_5_and_prints_the_exact_follow_up(gap: tuple[Folder, Cli]) -> None:
     folder, cli = gap
     assert cli.proc.returncode == 5, cli.proc.stderr[-2000:]
@@ -238,6 +244,7 @@ def test_the_first_run_needs_a_human_exits_5_and_prints_the_exact_follow_up(gap:
     assert cli.rec["next_step"] == cli.next_line.removeprefix("NEXT: ")
 
 
+@pytest.mark.xdist_group("readme-gap")
 def test_progress_is_live_on_stderr_for_start_up_and_every_step(gap: tuple[Folder, Cli]) -> None:
     _, cli = gap
     lines = cli.proc.stderr.splitlines()
@@ -250,6 +257,7 @@ def test_progress_is_live_on_stderr_for_start_up_and_every_step(gap: tuple[Folde
     assert lines.index("[5/6] escalate … running") < step5, "what a step prints reaches the terminal"
 
 
+@pytest.mark.xdist_group("readme-gap")
 def test_following_the_next_line_continues_the_record_and_promotes(gap: tuple[Folder, Cli]) -> None:
     folder, first = gap
     command = shlex.split(first.next_line.removeprefix("NEXT: ").split(": ", 1)[1])
@@ -281,6 +289,7 @@ def test_following_the_next_line_continues_the_record_and_promotes(gap: tuple[Fo
 # --------------------------------------------------------------------------- 8. the report
 
 
+@pytest.mark.xdist_group("readme-loop")
 def test_report_top_answers_the_30_second_question(loop: tuple[Folder, Cli]) -> None:
     _, cli = loop
     page = (cli.record_dir / "report.html").read_text()

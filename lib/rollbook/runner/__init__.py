@@ -16,7 +16,7 @@ from typing import Any
 
 from rollbook import __version__, continuation, record, terminal
 from rollbook.record import StepResult
-from rollbook.runner.execution import _Context, _Gate
+from rollbook.runner.execution import _Context, _Gate, union_of
 from rollbook.runner.kernels import IPCKernelManager, QuickReadyClient, _Kernel, _kernel_env
 from rollbook.runner.playbook import PLAYBOOK, PlaybookPolicy, Policy, StepDef, discover
 from rollbook.runner.schedule import _batches, _Launcher, _Scheduler
@@ -172,7 +172,7 @@ def _run(vr: ValidatedRun, reporter: terminal.Reporter, snapshot: Callable[[], M
     try:
         ctx = _Context(run_dir, workdir, _kernel_env(workdir), vr.spec.step_timeout,
                        vr.spec.cell_timeout or vr.spec.step_timeout, vr.spec.start_timeout, vr.spec.warmup,
-                       Path.cwd(), reporter, kernels)
+                       Path.cwd(), reporter, kernels, union_of(vr.steps, vr.spec.warmup))
         sched = _Scheduler(vr, ctx, policy or PlaybookPolicy(), carried, on_step=progress)
         crash: str | None = None
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,17 @@ class _Context:
     reporter: terminal.Reporter = field(default_factory=lambda: terminal.Lines(lambda line: None))
     # a warm pool's `take` (rollbook serve): each step gets a pre-started, pre-imported kernel of its own
     kernels: Callable[[], _Kernel] | None = None
+    imports: str = ""  # the union of the run's steps' warm-ups: what the kernel fork server imports once
+
+
+def warmup_of(step: StepDef, default: str) -> str:
+    """The imports a step's kernel runs before the step: its notebook's own (rollbook.warmup), else the run's."""
+    return step.warmup if step.warmup is not None else default
+
+
+def union_of(steps: Iterable[StepDef], default: str) -> str:
+    """The warm-ups of `steps`, each line once, in order (what a fork server for their kernels imports)."""
+    return "\n".join(dict.fromkeys(w for s in steps if (w := warmup_of(s, default))))
 
 
 @dataclass
@@ -84,8 +95,8 @@ def _worker(step: StepDef, ctx: _Context, gate: _Gate, gate_bound: float,
         if ctx.kernels is not None:
             kernel = ctx.kernels()  # already warm: the pool imported the steps' modules
         else:
-            kernel = _Kernel(ctx.workdir, ctx.env, ctx.cwd)
-            kernel.warm_up(step.warmup if step.warmup is not None else ctx.warmup, ctx.start_timeout)
+            kernel = _Kernel(ctx.workdir, ctx.env, ctx.cwd, ctx.imports or warmup_of(step, ctx.warmup))
+            kernel.warm_up(warmup_of(step, ctx.warmup), ctx.start_timeout)
     except Exception as e:  # any start failure is this step's error, reported below
         start_error = f"the kernel did not start: {type(e).__name__}: {e}"
     try:

@@ -82,10 +82,12 @@ class IPCKernelManager(AsyncKernelManager):
 class _Kernel:
     """A kernel started ahead of its step, killable from another thread (the wall-clock timer)."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str], cwd: Path | None = None) -> None:
+    def __init__(self, workdir: Path, env: Mapping[str, str], cwd: Path | None = None,
+                 imports: str = forkserver.STEPS_IMPORTS) -> None:
+        """`imports`: what the fork server this kernel is forked from imported (the run's warm-up union)."""
         conn = workdir / f"k-{uuid.uuid4().hex[:8]}.json"
         self.km = IPCKernelManager(connection_file=str(conn))
-        server = forkserver.shared(env)
+        server = forkserver.shared(env, imports)
         if server is not None:  # forked from a process that imported everything already (forkserver.py)
             self.km.kernel_id = str(uuid.uuid4())
             self.km.provisioner = forkserver.ForkProvisioner(server, kernel_id=self.km.kernel_id,

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +56,11 @@ class PoolStats:
     boot_cpu_seconds: float = 0.0  # user+sys the kernels spent booting and importing, before any step
 
 
-def warmup_for(runbooks_dir: Path) -> str:
-    """The union of the step notebooks' own warm-up imports (metadata rollbook.warmup), or the default."""
-    lines = dict.fromkeys(s.warmup for s in discover(runbooks_dir) if s.warmup)
+def warmup_for(runbooks_dir: Path, steps: Iterable[int] | None = None) -> str:
+    """The union of the step notebooks' own warm-up imports (metadata rollbook.warmup) of `steps` (default
+    all), or the default."""
+    chosen = None if steps is None else set(steps)
+    lines = dict.fromkeys(s.warmup for s in discover(runbooks_dir) if s.warmup and (chosen is None or s.number in chosen))
     return "\n".join(lines) if lines else DEFAULT_WARMUP
 
 
@@ -126,7 +128,7 @@ class KernelPool:
     def _boot(self) -> _Kernel | None:
         """One kernel, started and warmed up; None after a failure (logged in stats, retried after BACKOFF)."""
         try:
-            kernel = _Kernel(self.workdir, self.env, self.cwd)
+            kernel = _Kernel(self.workdir, self.env, self.cwd, self.warmup)
             kernel.warm_up(self.warmup, self.start_timeout)
         except Exception:  # noqa: BLE001 - counted; a step that cannot get a kernel says so itself
             with self._cond:
@@ -185,7 +187,7 @@ class KernelPool:
                 finally:
                     self._waiting -= 1
         try:
-            kernel = _Kernel(self.workdir, self.env, self.cwd)
+            kernel = _Kernel(self.workdir, self.env, self.cwd, self.warmup)
             kernel.warm_up(self.warmup, self.start_timeout)
         except BaseException:
             self._stopped()

@@ -297,7 +297,7 @@ def warm_executor(settings: Settings) -> tuple[KernelPool, WarmExecutor]:
 
     s = settings
     live = s.workers * len(s.steps) + 1
-    pool = KernelPool(s.pool, child_env(s), warmup=warmup_for(s.runbooks or default_runbooks()), cwd=Path.cwd(),
+    pool = KernelPool(s.pool, child_env(s), warmup=warmup_for(s.runbooks or default_runbooks(), s.steps), cwd=Path.cwd(),
                       max_live=max(s.pool, live)).start()
     return pool, WarmExecutor(s.state_dir, pool)
 
