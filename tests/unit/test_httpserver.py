@@ -11,10 +11,14 @@ import importlib
 import pkgutil
 import socket
 import socketserver
+import struct
+import sys
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+import pytest
 
 import rollbook
 from rollbook.httpserver import HTTPServer
@@ -44,6 +48,20 @@ def test_an_accepted_connection_has_tcp_nodelay_set() -> None:
             assert resp.read() != b"0"
     finally:
         server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads Linux's TCP_INFO of the listening socket")
+def test_the_listen_backlog_holds_a_burst_of_notifications() -> None:
+    # 40 simultaneous POSTs overflowed socketserver's backlog of 5 (connections reset under SYN cookies).
+    # For a listening socket Linux's TCP_INFO carries the backlog in tcpi_sacked (what `ss -lt` shows as Send-Q):
+    # after eight one-byte fields, the u32s rto, ato, snd_mss, rcv_mss, unacked, then sacked.
+    server = HTTPServer(("127.0.0.1", 0), _Reports)
+    try:
+        info = server.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert struct.unpack_from("I", info, 28)[0] == min(128, somaxconn)
+    finally:
         server.server_close()
 
 
