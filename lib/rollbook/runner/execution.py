@@ -14,7 +14,6 @@ from typing import Any
 
 import nbformat
 import papermill
-import papermill.iorw
 from nbclient.exceptions import CellTimeoutError
 from papermill.exceptions import PapermillExecutionError
 
@@ -22,20 +21,7 @@ from rollbook import atomic, record, terminal
 from rollbook.record import STEP_RESULT_MIME, STEP_VERDICTS, StepResult
 from rollbook.runner.kernels import _Kernel
 from rollbook.runner.playbook import StepDef
-
-
-class _AtomicLocalHandler(papermill.iorw.LocalHandler):  # type: ignore[misc]
-    """papermill saves the output notebook after every cell with a plain open('w'): a runner killed
-    mid-save would leave half a notebook in the record. Registered for absolute paths (the runner's
-    are always absolute), it writes through a temp file and os.replace instead. Without fsync: papermill
-    saves at every cell's start and end, and two fsyncs per save held each step up by tens of
-    milliseconds a cell on a busy disk; `_execute` makes the step's last version durable (atomic.sync)."""
-
-    def write(self, buf: str, path: str) -> None:
-        atomic.write_text(path, buf, durable=False)
-
-
-papermill.iorw.papermill_io.register("/", _AtomicLocalHandler())
+from rollbook.runner.saving import ENGINE
 
 
 @dataclass
@@ -134,7 +120,7 @@ def _execute(step: StepDef, ctx: _Context, kernel: _Kernel, params: Mapping[str,
     timer.start()
     try:
         papermill.execute_notebook(
-            str(step.notebook), str(out), parameters=dict(params), kernel_name="python3",
+            str(step.notebook), str(out), parameters=dict(params), kernel_name="python3", engine_name=ENGINE,
             km=kernel.km, progress_bar=False, request_save_on_cell_execute=True,
             execution_timeout=ctx.cell_timeout, start_timeout=ctx.start_timeout,
             shutdown_kernel="immediate",
