@@ -86,3 +86,26 @@ def test_two_runners_at_once_exactly_one_sends(target) -> None:  # type: ignore[
     assert sorted(outcomes.values())[-1] == "sent" and list(outcomes.values()).count("sent") == 1, outcomes
     assert set(outcomes.values()) - {"sent"} <= {"LeaseHeld", "StaleRollout"}
     assert len(_patches(sb, name)) == 1
+
+
+def test_a_lease_released_between_the_conflict_and_the_read_is_taken(target) -> None:  # type: ignore[no-untyped-def]
+    """The interleaving the two-runner race hit once (B's create met A's lease, A released it, B's read
+    found nothing): forced here, over real HTTP, by releasing A's lease just before B reads it."""
+    sb, ns, name, rv = target
+    a = connect(context="sandbox", kubeconfig=sb.kubeconfig)
+    b = connect(context="sandbox", kubeconfig=sb.kubeconfig)
+    a_rv = lease_mod.acquire(a, ns, name, "runner-A")
+    real_get = b.get
+    released: list[str] = []
+
+    def get_after_a_released(plural: str, namespace: str, obj: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if plural == "leases" and not released:
+            lease_mod.release(a, ns, name, a_rv)
+            released.append(obj)
+        return real_get(plural, namespace, obj, *args, **kwargs)
+
+    b.get = get_after_a_released  # type: ignore[method-assign]
+    b_rv = lease_mod.acquire(b, ns, name, "runner-B")
+    assert released == [f"rollbook-{name}"]
+    lease = sb.store.get("leases", ns, f"rollbook-{name}")
+    assert lease["spec"]["holderIdentity"] == "runner-B" and str(lease["metadata"]["resourceVersion"]) == b_rv

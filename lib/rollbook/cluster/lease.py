@@ -4,7 +4,8 @@ mid-mutation) expires after LEASE_SECONDS and is then taken over.
 
 Lease `rollbook-<rollout>` in the Rollout's namespace. Create wins; an existing, unexpired lease held by
 someone else refuses; an expired one is replaced with its resourceVersion (a 409 there means another
-runner took it first: refused too). Released by a delete with that resourceVersion as precondition.
+runner took it first: refused too); one deleted between our create and our read is created again (bounded).
+Released by a delete with that resourceVersion as precondition.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rollbook.cluster.connect import Cluster, Target
 from rollbook.errors import ClusterError, Conflict, NotFound, PreconditionError
 
 LEASE_SECONDS = 60  # longer than one mutation (a PATCH or two), short enough that a dead holder's lease expires
+ATTEMPTS = 3  # creates of a lease that other runners keep taking and releasing, before refusing
 
 
 class LeaseHeld(PreconditionError):
@@ -78,15 +80,32 @@ def _refuse(namespace: str, rollout: str, spec: dict[str, Any], context: str | N
 
 
 def acquire(cluster: Cluster, namespace: str, rollout: str, holder: str, *, seconds: int = LEASE_SECONDS) -> str:
-    """Take the Rollout's lease; its resourceVersion. LeaseHeld when someone else holds it."""
+    """Take the Rollout's lease; its resourceVersion. LeaseHeld when someone else holds it.
+
+    A lease its holder releases between our create (409, it exists) and our read or replace (404, it is gone)
+    is created again: at most ATTEMPTS times, then refused as held (it keeps changing hands)."""
     name = lease_name(rollout)
-    target = Target("leases", namespace, name, verb="create")
-    try:
-        resp = cluster.request("POST", cluster.path("leases", namespace), target,
-                               body=_body(namespace, name, holder, seconds), content_type="application/json")
-        return str(resp.data["metadata"]["resourceVersion"])
-    except Conflict:
-        pass  # it exists: ours from before, someone else's, or expired
+    for _ in range(ATTEMPTS):
+        try:
+            resp = cluster.request("POST", cluster.path("leases", namespace), Target("leases", namespace, name, "create"),
+                                   body=_body(namespace, name, holder, seconds), content_type="application/json")
+            return str(resp.data["metadata"]["resourceVersion"])
+        except Conflict:
+            pass  # it exists: ours from before, someone else's, or expired
+        try:
+            return _take_over(cluster, namespace, rollout, holder, seconds)
+        except NotFound:
+            continue  # released meanwhile: create it
+    raise LeaseHeld(
+        f"Rollout {rollout!r} in namespace {namespace!r}: its Lease {namespace}/{name} was taken and released "
+        f"{ATTEMPTS} times while this runner tried to take it (context {cluster.context!r}); nothing was sent.",
+        holder="(changing hands)", hint="Another runner is changing this Rollout now: wait, then re-run this step.")
+
+
+def _take_over(cluster: Cluster, namespace: str, rollout: str, holder: str, seconds: int) -> str:
+    """The existing lease, replaced if it is ours or expired; LeaseHeld if someone else holds it; NotFound if
+    it was deleted meanwhile."""
+    name = lease_name(rollout)
     current = cluster.get("leases", namespace, name)
     spec = current.get("spec") or {}
     renewed = _parse(spec.get("renewTime") or spec.get("acquireTime"))
