@@ -9,8 +9,9 @@ run, the runner's largest cost. The engine here (papermill's own nbclient engine
 (papermill's `notebook_start`), after each code cell ran (its outputs), and at the end (also after a
 kernel death or a timeout: papermill's `notebook_complete` runs in a `finally`). A cell's start is no
 longer written on its own: after a SIGKILL of the runner, the cell that was running shows as pending,
-with the outputs of every cell before it. The intermediate saves skip nbformat's validation (it only
-logs); the final one validates as papermill does.
+with the outputs of every cell before it. The intermediate saves are compact JSON from the C encoder
+without nbformat's deep copy, indentation and validation (which only logs); the final one is nbformat's
+own form, validated, as papermill writes it.
 
 Every write goes through a temp file and os.replace (`atomic`), never papermill's plain open('w'): a
 runner killed mid-save would leave half a notebook in the record. Without fsync: `execution._execute`
@@ -19,6 +20,7 @@ makes the step's last version durable (atomic.sync).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import nbformat
@@ -47,7 +49,9 @@ class _Manager(NotebookExecutionManager):  # type: ignore[misc]
         if self._quiet or not self.output_path:
             return
         final = kwargs.pop("final", False)
-        text = nbformat.writes(self.nb) if final else nbformat.v4.writes(self.nb)  # v4.writes: no validation
+        # in between: compact JSON, C-encoded, no copy, no validation (nbformat's indented form goes through
+        # json's pure-Python encoder, after a deep copy: most of a save's cost); any reader reads both
+        text = nbformat.writes(self.nb) if final else json.dumps(self.nb, ensure_ascii=False)
         papermill.iorw.papermill_io.write(text, self.output_path)
         self.last_save_time = self.now()
 
