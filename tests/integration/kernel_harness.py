@@ -17,7 +17,7 @@ def pid(kernel: _Kernel) -> int:
 def ask(kernel: _Kernel, code: str) -> str:
     """The text a kernel prints for `code`."""
     kc = kernel.km.client()
-    kc.start_channels()
+    kc.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)  # as the runner's warm-up
     out: list[str] = []
     try:
         run_sync(kc.wait_for_ready)(timeout=BOUND)

@@ -104,7 +104,10 @@ class _Kernel:
         if not code:
             return
         kc = self.km.client()
-        kc.start_channels()
+        # shell and IOPub only: no heartbeat thread (liveness is the manager's, it owns the kernel). Such a
+        # thread, creating its socket as the kernel was being stopped, twice in ~10 suite runs raised
+        # ZMQError "Too many open files" (a warning, the steps passed); not started, it cannot.
+        kc.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
         try:
             run_sync(kc.wait_for_ready)(timeout=timeout)
             run_sync(kc.execute_interactive)(code, timeout=timeout, store_history=False, allow_stdin=False,
