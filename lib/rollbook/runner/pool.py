@@ -33,6 +33,7 @@ from pathlib import Path
 
 import psutil
 
+from rollbook.runner.execution import union_of
 from rollbook.runner.kernels import _Kernel, _kernel_env
 from rollbook.runner.playbook import discover
 
@@ -60,8 +61,7 @@ def warmup_for(runbooks_dir: Path, steps: Iterable[int] | None = None) -> str:
     """The union of the step notebooks' own warm-up imports (metadata rollbook.warmup) of `steps` (default
     all), or the default."""
     chosen = None if steps is None else set(steps)
-    lines = dict.fromkeys(s.warmup for s in discover(runbooks_dir) if s.warmup and (chosen is None or s.number in chosen))
-    return "\n".join(lines) if lines else DEFAULT_WARMUP
+    return union_of([s for s in discover(runbooks_dir) if chosen is None or s.number in chosen], "") or DEFAULT_WARMUP
 
 
 def kernel_cpu(kernel: _Kernel) -> float:
