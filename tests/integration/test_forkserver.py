@@ -101,21 +101,21 @@ def test_a_kernel_killed_by_its_pid_is_seen_dead(tmp_path: Path, env: dict[str, 
         kernel.stop()
 
 
-def _spawned_by_us(kernel: _Kernel) -> bool:
-    """The kernel is a new interpreter, a child of this process (not a fork of a server)."""
-    process = psutil.Process(pid(kernel))
-    return process.ppid() == os.getpid() and "-m ipykernel_launcher" in " ".join(process.cmdline())
+def _spawned_answer(kernel: _Kernel, code: str) -> str:
+    """What `kernel` prints for `code`, after checking it is a new interpreter, a child of this process (not a
+    fork of a server); the kernel is stopped after."""
+    try:
+        process = psutil.Process(pid(kernel))
+        assert process.ppid() == os.getpid() and "-m ipykernel_launcher" in " ".join(process.cmdline())
+        return ask(kernel, code)
+    finally:
+        kernel.stop()
 
 
 def test_rollbook_kernels_spawn_starts_each_kernel_as_its_own_interpreter(tmp_path: Path, env: dict[str, str]) -> None:
     spawn = {**env, "ROLLBOOK_KERNELS": "spawn"}
     assert forkserver.shared(spawn) is None
-    kernel = _Kernel(tmp_path, spawn)
-    try:
-        assert _spawned_by_us(kernel)
-        assert ask(kernel, "import sys; print('rollbook.steps' in sys.modules)") == "False\n"
-    finally:
-        kernel.stop()
+    assert _spawned_answer(_Kernel(tmp_path, spawn), "import sys; print('rollbook.steps' in sys.modules)") == "False\n"
 
 
 def test_a_server_that_cannot_import_falls_back_to_spawning(tmp_path: Path, env: dict[str, str],
@@ -135,12 +135,7 @@ def test_a_kernel_asked_of_a_dead_server_is_spawned_instead(tmp_path: Path, env:
     server = forkserver.ForkServer(env, warmup="")
     server.close()  # died between the lookup and the fork
     monkeypatch.setattr(forkserver, "shared", lambda _env, _imports: server)
-    kernel = _Kernel(tmp_path, env)
-    try:
-        assert _spawned_by_us(kernel)
-        assert ask(kernel, "print(6 * 7)") == "42\n"
-    finally:
-        kernel.stop()
+    assert _spawned_answer(_Kernel(tmp_path, env), "print(6 * 7)") == "42\n"
     assert "starting this kernel as a new interpreter" in capfd.readouterr().err
 
 
